@@ -161,6 +161,7 @@ class TFLiteModel:
         self.output_details = self.interpreter.get_output_details()
         self._check_shapes()
         self._batch = int(self.input_details[0]["shape"][0])
+        self._fixed_batch = False
 
     def _check_shapes(self) -> None:
         for kind, details, expected in (
@@ -176,20 +177,32 @@ class TFLiteModel:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(v) for v in self.input_details[0]["shape"])
 
-    def _resize_batch(self, batch: int) -> None:
-        if batch != self._batch:
-            index = self.input_details[0]["index"]
-            shape = list(self.input_details[0]["shape"])
+    def _resize_batch(self, batch: int) -> bool:
+        """Resize the input's batch dimension; False when the graph only runs with its built-in batch."""
+        if batch == self._batch:
+            return True
+        if self._fixed_batch:
+            return False
+        index = self.input_details[0]["index"]
+        shape = list(self.input_details[0]["shape"])
+        try:
             shape[0] = batch
             self.interpreter.resize_tensor_input(index, shape)
             self.interpreter.allocate_tensors()
-            self.input_details = self.interpreter.get_input_details()
-            self.output_details = self.interpreter.get_output_details()
-            self._batch = batch
+        except (ValueError, RuntimeError):
+            # Graphs with a hard-coded batch in a reshape (FaceNet's frozen graph) cannot be resized:
+            # go back to the original batch and run items one by one from now on.
+            self._fixed_batch = True
+            shape[0] = self._batch
+            self.interpreter.resize_tensor_input(index, shape)
+            self.interpreter.allocate_tensors()
+            return False
+        self.input_details = self.interpreter.get_input_details()
+        self.output_details = self.interpreter.get_output_details()
+        self._batch = batch
+        return True
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """Run on a float32 batch (already preprocessed); returns float32 outputs in manifest order."""
-        self._resize_batch(int(x.shape[0]))
+    def _invoke(self, x: np.ndarray) -> list[np.ndarray]:
         detail = self.input_details[0]
         self.interpreter.set_tensor(detail["index"], _quantize(x, detail))
         self.interpreter.invoke()
@@ -198,6 +211,13 @@ class TFLiteModel:
         if any(d is None for d in ordered):
             ordered = self.output_details
         return [_dequantize(self.interpreter.get_tensor(d["index"]), d) for d in ordered]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run on a float32 batch (already preprocessed); returns float32 outputs in manifest order."""
+        if self._resize_batch(int(x.shape[0])):
+            return self._invoke(x)
+        parts = [self._invoke(x[i : i + self._batch]) for i in range(0, len(x), self._batch)]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
 def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
