@@ -1,0 +1,156 @@
+"""`edge-mfr bench`: what a user runs on a Pi to see per-stage latency, fps, memory and start-up time.
+
+Each thread count is measured in a fresh worker process so that peak RSS and the cold start (model
+load + first result) are those of a real start, not of a process that already holds other models.
+Times are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def _frame_640x480(image: np.ndarray) -> np.ndarray:
+    """A 640x480 frame with the photo scaled to full height in the middle, as a door camera sees it."""
+    h, w = image.shape[:2]
+    scale = 480 / h
+    resized = cv2.resize(image, (max(1, round(w * scale)), 480), interpolation=cv2.INTER_AREA)[:, :640]
+    frame = np.full((480, 640, 3), 90, dtype=np.uint8)
+    x0 = (640 - resized.shape[1]) // 2
+    frame[:, x0 : x0 + resized.shape[1]] = resized
+    return frame
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    a = np.asarray(samples)
+    return {"median_ms": round(float(np.median(a)), 3), "p95_ms": round(float(np.percentile(a, 95)), 3)}
+
+
+def worker(detector: str, threads: int, iterations: int, models_dir: str | None, image_path: str | None) -> dict:
+    """Measure one thread setting in this process (run by run_bench in a subprocess)."""
+    t_start = time.perf_counter()
+    from edge_mfr.vision.pipeline import FacePipeline
+
+    pipeline = FacePipeline(detector=detector, num_threads=threads,
+                            models_dir=Path(models_dir) if models_dir else None)
+    t_loaded = time.perf_counter()
+    if image_path:
+        from edge_mfr.vision.imageio import read_image
+
+        source = read_image(image_path)
+    else:
+        from edge_mfr.cli import sample_image
+
+        source = sample_image()
+    frame = _frame_640x480(source)
+    t_image = time.perf_counter()
+    faces = pipeline.analyze(frame, crop_kind="photo")
+    t_first = time.perf_counter()
+    if not faces:
+        raise SystemExit("bench: no face found in the benchmark frame; pass --image with a one-face photo")
+
+    detect, align, embed, frame_total = [], [], [], []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        found = pipeline.detect(frame, crop_kind="photo")
+        pipeline.analyze_faces(frame, found[:1])
+        frame_total.append((time.perf_counter() - t0) * 1000)
+        detect.append(pipeline.times.detect_ms)
+        align.append(pipeline.times.align_ms)
+        embed.append(pipeline.times.embed_ms)
+
+    # Bare FaceNet invoke: input already set, nothing but the interpreter call.
+    model = pipeline.embedder.model
+    crop = faces[0].crop.astype(np.float32)
+    model.run(((crop - pipeline.embedder.mean) / pipeline.embedder.std)[None])
+    bare = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        model.interpreter.invoke()
+        bare.append((time.perf_counter() - t0) * 1000)
+
+    per_face = np.asarray(align) + np.asarray(embed)
+    return {
+        "threads": threads,
+        "detector": pipeline.detector.name,
+        "faces_in_frame": len(faces),
+        "model_load_ms": round((t_loaded - t_start) * 1000, 1),
+        "load_and_first_result_ms": round(((t_loaded - t_start) + (t_first - t_image)) * 1000, 1),
+        "detect": _stats(detect),
+        "align": _stats(align),
+        "embed": _stats(embed),
+        "bare_facenet_invoke": _stats(bare),
+        "per_face_recognition": _stats(list(per_face)),
+        "per_face_over_bare_invoke": round(float(np.median(per_face) / np.median(bare)), 3),
+        "frame": _stats(frame_total),
+        "fps": round(1000.0 / float(np.median(frame_total)), 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _table(results: list[dict], runtime: str) -> str:
+    rows = [
+        ("model load (ms)", lambda r: f"{r['model_load_ms']:.0f}"),
+        ("load + first result (ms)", lambda r: f"{r['load_and_first_result_ms']:.0f}"),
+        ("detect median / p95 (ms)", lambda r: f"{r['detect']['median_ms']:.2f} / {r['detect']['p95_ms']:.2f}"),
+        ("align median (ms)", lambda r: f"{r['align']['median_ms']:.2f}"),
+        ("embed median / p95 (ms)", lambda r: f"{r['embed']['median_ms']:.1f} / {r['embed']['p95_ms']:.1f}"),
+        ("bare FaceNet invoke (ms)", lambda r: f"{r['bare_facenet_invoke']['median_ms']:.1f}"),
+        ("per face / bare invoke", lambda r: f"{r['per_face_over_bare_invoke']:.2f}x"),
+        ("frame, 1 face (ms)", lambda r: f"{r['frame']['median_ms']:.1f}"),
+        ("frames per second", lambda r: f"{r['fps']:.1f}"),
+        ("peak RSS (MiB)", lambda r: f"{r['peak_rss_mib']:.0f}"),
+    ]
+    head = "| metric | " + " | ".join(f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}" for r in results)
+    lines = [f"edge-mfr bench ({results[0]['detector']} + FaceNet int8, {runtime}, 640x480 frame, one face)",
+             head + " |", "|---|" + "---|" * len(results)]
+    lines += [f"| {name} | " + " | ".join(fmt(r) for r in results) + " |" for name, fmt in rows]
+    return "\n".join(lines)
+
+
+def run_bench(detector: str = "blazeface", threads: str = "1,2", iterations: int = 50,
+              models_dir: Path | None = None, image_path: Path | None = None) -> dict:
+    """Run one worker per thread count and collect a report with a Markdown table."""
+    from edge_mfr.vision.runtime import runtime_name
+
+    counts = [int(t) for t in str(threads).split(",") if t.strip()]
+    results = []
+    for n in counts:
+        cmd = [sys.executable, "-m", "edge_mfr.bench", json.dumps({
+            "detector": detector, "threads": n, "iterations": iterations,
+            "models_dir": str(models_dir) if models_dir else None,
+            "image_path": str(image_path) if image_path else None})]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            from edge_mfr.errors import EdgeMfrError
+
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgeMfrError(f"bench worker for {n} thread(s) failed: {tail}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    report = {"runtime": runtime_name(), "machine": _machine(), "results": results}
+    report["table"] = _table(results, report["runtime"])
+    return report
+
+
+def _machine() -> str:
+    import platform
+
+    model = ""
+    try:
+        model = Path("/proc/device-tree/model").read_text().strip("\x00 \n")
+    except OSError:
+        pass
+    return model or f"{platform.machine()} {platform.processor() or ''}".strip()
+
+
+if __name__ == "__main__":
+    params = json.loads(sys.argv[1])
+    print(json.dumps(worker(**params)))

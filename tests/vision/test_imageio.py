@@ -1,0 +1,84 @@
+"""Reading images: every bad input is a clear ImageError, never a crash or a giant allocation."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_mfr.errors import ImageError, InputNotFoundError
+from edge_mfr.vision.imageio import LONG_SIDE, decode_image, read_image
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def test_round_trip_is_rgb(tmp_path):
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[..., 0] = 200  # red in RGB
+    path = tmp_path / "red.png"
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    out = read_image(path)
+    assert out.shape == (40, 60, 3) and out[0, 0, 0] == 200 and out[0, 0, 2] == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"this is not an image at all", "not a readable image"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 20, "not a readable image"),
+    ],
+)
+def test_bad_bytes(tmp_path, content, message):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=message):
+        read_image(path)
+
+
+def test_truncated_jpeg(tmp_path, astronaut):
+    ok, buf = cv2.imencode(".jpg", astronaut)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buf.tobytes()[:300])
+    with pytest.raises(ImageError):
+        read_image(path)
+
+
+def test_one_pixel_image(tmp_path):
+    path = tmp_path / "one.png"
+    cv2.imwrite(str(path), np.zeros((1, 1, 3), np.uint8))
+    with pytest.raises(ImageError, match="only 1x1 pixels"):
+        read_image(path)
+
+
+def test_huge_image_refused_from_its_header_before_decoding():
+    with pytest.raises(ImageError, match="10000x10000"):
+        decode_image(_png_header_only(10000, 10000), "huge.png")
+
+
+def test_real_huge_image_refused(tmp_path):
+    path = tmp_path / "huge.png"
+    cv2.imwrite(str(path), np.zeros((10000, 10000), np.uint8))
+    with pytest.raises(ImageError, match="over the 64 MP limit"):
+        read_image(path)
+
+
+def test_large_photo_is_downscaled(tmp_path):
+    path = tmp_path / "large.jpg"
+    cv2.imwrite(str(path), np.full((3000, 5000, 3), 128, np.uint8))
+    out = read_image(path)
+    assert max(out.shape[:2]) <= LONG_SIDE and out.shape[2] == 3
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(InputNotFoundError):
+        read_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageError, match="directory"):
+        read_image(tmp_path)
