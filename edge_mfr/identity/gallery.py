@@ -1,0 +1,863 @@
+"""The enrolled-people gallery: embeddings plus metadata in one versioned, atomically written file.
+
+File format (``gallery.npz``): a plain zip archive of ``.npy`` members, readable with
+``numpy.load(path, allow_pickle=False)`` for inspection, but written and read here member by member so
+nothing in it is ever unpickled or executed:
+
+* ``header.npy``: uint8 bytes of a UTF-8 JSON object (format marker and version, embedding model sha256,
+  dim, timestamps, revision, people and per-template metadata, retired person ids);
+* ``embeddings.npy``: float32 (N, dim), every template of every person, in header order (stored raw:
+  float noise does not compress);
+* ``crops.npy``: uint8 (M, 160, 160, 3) aligned RGB crops of real templates, only when the gallery was
+  created with ``keep_crops=True`` (deflated).
+
+Why not JSON alone or SQLite: the embeddings must round-trip bit-exactly and load fast on a Pi, a single
+file can be replaced atomically with ``os.replace`` (readers such as the daemon never see half a write),
+and the zip's CRC32 per member turns bit rot into a clear error instead of wrong matches.
+
+Writers go through :meth:`Gallery.edit`, which holds an ``fcntl.flock`` on ``<file>.lock`` for the whole
+load-change-save cycle, so the CLI, the daemon's MQTT commands and the kiosk cannot lose each other's
+changes. Readers need no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import unicodedata
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_mfr.errors import EnrollmentError, GalleryError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "edge-mfr-gallery"
+FORMAT_VERSION = 1
+CROP_SHAPE = (160, 160, 3)
+MAX_NAME_LEN = 64
+MAX_SOURCE_LEN = 200
+MAX_TEMPLATES_PER_PERSON = 256
+NORM_TOLERANCE = 1e-3
+LOCK_TIMEOUT_S = 10.0
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_HEADER_MEMBER = "header.npy"
+_EMB_MEMBER = "embeddings.npy"
+_CROPS_MEMBER = "crops.npy"
+_MAX_HEADER_BYTES = 8 << 20
+_NPY_HEADER_SLACK = 4096  # an .npy member's own header is at most a few hundred bytes
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_PERSON_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_MASK_STYLE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_SLUG_LEN = 24
+# Latin letters that NFKD does not decompose into an ASCII base letter.
+_TRANSLIT = str.maketrans(
+    {
+        "ø": "o",
+        "Ø": "O",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ß": "ss",
+        "đ": "d",
+        "Đ": "D",
+        "ł": "l",
+        "Ł": "L",
+        "þ": "th",
+        "Þ": "TH",
+        "ı": "i",
+    }
+)
+# Format characters that are legitimate inside names (Persian, Indic scripts, emoji sequences).
+_ALLOWED_FORMAT_CHARS = {"\u200c", "\u200d"}
+_FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+class GalleryModelMismatch(GalleryError):
+    """The gallery was built with another embedding model than the current one."""
+
+
+class GalleryVersionError(GalleryError):
+    """The gallery file was written by a newer (or unknown) edge-mfr format version."""
+
+
+class GalleryLockedError(GalleryError):
+    """Another process held the gallery's writer lock for longer than the timeout."""
+
+
+class GalleryNotFound(GalleryError, FileNotFoundError):
+    """No gallery file at the given path."""
+
+
+class PersonNotFound(GalleryError, LookupError):
+    """No enrolled person has that id or name."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _short(sha: str) -> str:
+    return sha[:12] + "..."
+
+
+def _bad_char(text: str) -> str | None:
+    """The first control/format/separator character of ``text`` (as U+XXXX), or None."""
+    for ch in text:
+        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES and ch not in _ALLOWED_FORMAT_CHARS:
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def validate_name(name: object) -> str:
+    """Return the display name, NFC-normalised and stripped, or raise EnrollmentError saying why not.
+
+    Names reach file listings, MQTT payloads, HTML and shells, so anything that could act as a path,
+    an option or a terminal/bidi control is refused rather than escaped everywhere.
+    """
+    if not isinstance(name, str):
+        raise EnrollmentError(f"name must be text, not {type(name).__name__}")
+    clean = unicodedata.normalize("NFC", name).strip()
+    if not clean:
+        raise EnrollmentError("name is empty")
+    if len(clean) > MAX_NAME_LEN:
+        raise EnrollmentError(f"name is {len(clean)} characters long (at most {MAX_NAME_LEN})")
+    bad = _bad_char(clean)
+    if bad:
+        raise EnrollmentError(f"name {clean!r} contains the control character {bad}")
+    if "/" in clean or "\\" in clean:
+        raise EnrollmentError(f"name {clean!r} must not contain '/' or '\\'")
+    if clean in (".", ".."):
+        raise EnrollmentError(f"name {clean!r} is not allowed")
+    if clean.startswith("-"):
+        raise EnrollmentError(f"name {clean!r} must not start with '-'")
+    return clean
+
+
+def _slug(name: str) -> str:
+    """ASCII, lowercase, URL- and MQTT-topic-safe stem of a person id ('José Núñez' -> 'jose-nunez')."""
+    ascii_name = (
+        unicodedata.normalize("NFKD", name.translate(_TRANSLIT)).encode("ascii", "ignore").decode("ascii")
+    )
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:_SLUG_LEN].rstrip("-")
+    return slug or "person"
+
+
+def source_label(path: str | os.PathLike[str], frame: int | None = None) -> str:
+    """A template ``source`` for an image or video path: its file name, never the directory it was in."""
+    label = Path(path).name
+    return label if frame is None else f"{label}#frame={int(frame)}"
+
+
+def _validate_source(source: object) -> str:
+    if not isinstance(source, str) or not source.strip():
+        raise EnrollmentError("template source must be a non-empty description such as the image file name")
+    source = source.strip()
+    if len(source) > MAX_SOURCE_LEN:
+        raise EnrollmentError(f"template source is {len(source)} characters long (at most {MAX_SOURCE_LEN})")
+    if _bad_char(source):
+        raise EnrollmentError(f"template source {source!r} contains a control character")
+    if source.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:[\\/]", source):
+        raise EnrollmentError(
+            f"template source {source!r} is an absolute path: store the file name (see source_label)"
+        )
+    return source
+
+
+@dataclass(frozen=True)
+class TemplateMeta:
+    """What is known about one enrolled embedding.
+
+    A synthetic (rendered-mask) template carries the ``source`` of the real image it was rendered from,
+    so re-embedding after a model change can re-render it from that image's kept crop.
+    """
+
+    source: str
+    quality: float
+    synthetic: bool = False
+    mask_style: str | None = None
+    masked: bool = False
+    enrolled_at: str = ""  # filled with the current time when added
+
+    def checked(self) -> TemplateMeta:
+        """A validated copy (timestamps filled), or EnrollmentError."""
+        source = _validate_source(self.source)
+        try:
+            quality = float(self.quality)
+        except (TypeError, ValueError):
+            raise EnrollmentError(f"template {source!r}: quality {self.quality!r} is not a number") from None
+        if not np.isfinite(quality):
+            raise EnrollmentError(f"template {source!r}: quality is {quality}")
+        if not isinstance(self.synthetic, bool) or not isinstance(self.masked, bool):
+            raise EnrollmentError(f"template {source!r}: synthetic and masked must be booleans")
+        if self.synthetic:
+            if self.mask_style is None or not _MASK_STYLE_RE.match(str(self.mask_style)):
+                raise EnrollmentError(f"template {source!r}: a synthetic template needs a short mask_style")
+            if not self.masked:
+                raise EnrollmentError(f"template {source!r}: a synthetic mask template must be masked=True")
+        elif self.mask_style is not None:
+            raise EnrollmentError(f"template {source!r}: mask_style is only for synthetic templates")
+        enrolled_at = self.enrolled_at or _now()
+        try:
+            datetime.fromisoformat(enrolled_at)
+        except (TypeError, ValueError):
+            raise EnrollmentError(
+                f"template {source!r}: enrolled_at {enrolled_at!r} is not ISO 8601"
+            ) from None
+        return replace(self, source=source, quality=quality, enrolled_at=enrolled_at)
+
+
+@dataclass(frozen=True, eq=False)
+class Person:
+    """One enrolled person: an immutable snapshot; change it through the Gallery's methods.
+
+    ``embeddings`` is read-only float32 (n, dim); ``crops[i]`` is the aligned crop of template i, or
+    None (synthetic templates, or a gallery without kept crops).
+    """
+
+    person_id: str
+    name: str
+    created_at: str
+    updated_at: str
+    allowed: bool
+    templates: tuple[TemplateMeta, ...]
+    embeddings: np.ndarray
+    crops: tuple[np.ndarray | None, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.templates)
+
+    @property
+    def num_real(self) -> int:
+        return sum(not t.synthetic for t in self.templates)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def check_embeddings(embeddings: object, dim: int) -> np.ndarray:
+    """Return ``embeddings`` as a fresh float32 (n, dim) array, or raise EnrollmentError.
+
+    Refuses NaN/inf, the wrong width and vectors that are not L2-normalised: any of those would make
+    cosine scores meaningless without anything failing loudly.
+    """
+    x = np.asarray(embeddings)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise EnrollmentError(f"embeddings must be shaped (n, {dim}), got {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise EnrollmentError(f"embeddings must be floating point, got {x.dtype}")
+    x = np.array(x, dtype=np.float32, order="C", copy=True)
+    bad_rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if bad_rows.size:
+        raise EnrollmentError(f"embedding row {int(bad_rows[0])} contains NaN or inf")
+    norms = np.linalg.norm(x.astype(np.float64), axis=1)
+    off = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
+    if off.size:
+        i = int(off[0])
+        raise EnrollmentError(f"embedding row {i} is not L2-normalised (norm {norms[i]:.4f})")
+    return x
+
+
+def _check_crop(crop: object, index: int) -> np.ndarray:
+    c = np.asarray(crop)
+    if c.dtype != np.uint8 or c.shape != CROP_SHAPE:
+        raise EnrollmentError(f"crop {index} must be uint8 {CROP_SHAPE} RGB, got {c.dtype} {c.shape}")
+    return np.array(c, order="C", copy=True)
+
+
+class Gallery:
+    """Enrolled people for one embedding model. Holds no classifier and does no I/O besides its file."""
+
+    def __init__(self, model_sha256: str, dim: int = 512, keep_crops: bool = False) -> None:
+        """Use :meth:`create`, :meth:`load` or :meth:`edit`."""
+        if not isinstance(model_sha256, str) or not _SHA256_RE.match(model_sha256):
+            raise GalleryError(f"model sha256 must be 64 lowercase hex digits, got {model_sha256!r}")
+        if not isinstance(dim, int) or not 1 <= dim <= 4096:
+            raise GalleryError(f"embedding dim must be between 1 and 4096, got {dim!r}")
+        self.model_sha256 = model_sha256
+        self.dim = dim
+        self.keep_crops = bool(keep_crops)
+        self.created_at = _now()
+        self.updated_at = self.created_at
+        self.revision = 0
+        self._people: dict[str, Person] = {}
+        self._retired: set[str] = set()
+        self._model_checked = True  # False after load(model_sha256=None): adding vectors is refused
+        self._crops_loaded = True
+        self._modified = False
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, model_sha256: str, dim: int = 512, keep_crops: bool = False) -> Gallery:
+        """An empty gallery. ``keep_crops`` stores face crops so people can be re-embedded later."""
+        return cls(model_sha256, dim=dim, keep_crops=keep_crops)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], model_sha256: str | None = None, with_crops: bool = True
+    ) -> Gallery:
+        """Read a gallery file; with ``model_sha256`` refuse one built with another embedding model.
+
+        ``model_sha256=None`` skips the check (listing, renaming, re-embedding) but then refuses to add
+        embeddings. ``with_crops=False`` saves memory in the daemon; such a gallery cannot be saved.
+        """
+        path = Path(path)
+        gallery = _read(path, with_crops)
+        if model_sha256 is None:
+            gallery._model_checked = False
+        elif model_sha256 != gallery.model_sha256:
+            if gallery.keep_crops:
+                todo = "run `edge-mfr people reembed` to re-embed the kept face crops with the current model"
+            else:
+                todo = "it kept no face crops, so re-enroll everyone (`edge-mfr enroll`) into a new gallery"
+            raise GalleryModelMismatch(
+                f"{path}: built with embedding model {_short(gallery.model_sha256)} but the current model "
+                f"is {_short(model_sha256)}; {todo}"
+            )
+        return gallery
+
+    @classmethod
+    @contextlib.contextmanager
+    def edit(
+        cls,
+        path: str | os.PathLike[str],
+        model_sha256: str | None,
+        *,
+        create: bool = True,
+        dim: int = 512,
+        keep_crops: bool = False,
+        timeout: float = LOCK_TIMEOUT_S,
+    ) -> Iterator[Gallery]:
+        """Lock, load (or create when missing), yield, and save only if the block succeeds and changed it.
+
+        An exception inside the block leaves the file exactly as it was. ``dim``/``keep_crops`` apply
+        only when the file is created. ``model_sha256=None`` permits metadata-only edits.
+        """
+        path = Path(path)
+        with _writer_lock(path, timeout):
+            if path.exists():
+                gallery = cls.load(path, model_sha256)
+            elif create and model_sha256 is not None:
+                gallery = cls.create(model_sha256, dim=dim, keep_crops=keep_crops)
+            else:
+                raise GalleryNotFound(
+                    f"{path}: no gallery file (enroll someone first with `edge-mfr enroll`)"
+                )
+            yield gallery
+            if gallery._modified:
+                gallery.save(path)
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    @property
+    def people(self) -> list[Person]:
+        """Everyone, in enrollment order."""
+        return list(self._people.values())
+
+    def __len__(self) -> int:
+        return len(self._people)
+
+    @property
+    def num_templates(self) -> int:
+        return sum(len(p) for p in self._people.values())
+
+    def get(self, person_id_or_name: str) -> Person:
+        """The person with this id, else the one with this (case-insensitive) name."""
+        if person_id_or_name in self._people:
+            return self._people[person_id_or_name]
+        key = unicodedata.normalize("NFC", str(person_id_or_name)).strip().casefold()
+        matches = [p for p in self._people.values() if p.name.casefold() == key]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            ids = ", ".join(p.person_id for p in matches)
+            raise GalleryError(f"{len(matches)} people are called {person_id_or_name!r}; use an id: {ids}")
+        raise PersonNotFound(f"no enrolled person with id or name {person_id_or_name!r}")
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray, list[TemplateMeta]]:
+        """(X float32 (N, dim), person_id per row, metadata per row) for fitting the classifier.
+
+        Includes people who are not allowed: the classifier must recognise them so the policy can deny
+        them by name instead of treating them as strangers.
+        """
+        people = [p for p in self._people.values() if len(p)]
+        if not people:
+            return np.zeros((0, self.dim), np.float32), np.array([], dtype=str), []
+        x = np.concatenate([p.embeddings for p in people]).astype(np.float32, copy=False)
+        labels = np.array([p.person_id for p in people for _ in p.templates])
+        meta = [t for p in people for t in p.templates]
+        return x, labels, meta
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per person for `people list`, MQTT and the kiosk (no biometric data)."""
+        return [
+            {
+                "person_id": p.person_id,
+                "name": p.name,
+                "allowed": p.allowed,
+                "templates": len(p),
+                "real": p.num_real,
+                "synthetic": len(p) - p.num_real,
+                "masked": sum(t.masked for t in p.templates),
+                "crops": sum(c is not None for c in p.crops),
+                "created_at": p.created_at,
+                "updated_at": p.updated_at,
+            }
+            for p in self._people.values()
+        ]
+
+    # -- changing ---------------------------------------------------------------------------------------
+
+    def _touch(self) -> str:
+        self.updated_at = _now()
+        self._modified = True
+        return self.updated_at
+
+    def _require(self, person_id: str) -> Person:
+        try:
+            return self._people[person_id]
+        except (KeyError, TypeError):
+            raise PersonNotFound(f"no enrolled person with id {person_id!r}") from None
+
+    def _check_name_free(self, name: str, allow_duplicate_name: bool, except_id: str | None = None) -> None:
+        if allow_duplicate_name:
+            return
+        for p in self._people.values():
+            if p.person_id != except_id and p.name.casefold() == name.casefold():
+                raise EnrollmentError(
+                    f"a person called {p.name!r} is already enrolled (id {p.person_id}); add templates to "
+                    "them, choose another name, or allow a duplicate name explicitly"
+                )
+
+    def add_person(self, name: str, allowed: bool = True, *, allow_duplicate_name: bool = False) -> Person:
+        """Add someone with no templates yet; their id is derived from the name and never reused."""
+        name = validate_name(name)
+        self._check_name_free(name, allow_duplicate_name)
+        stem = _slug(name)
+        taken = self._people.keys() | self._retired
+        person_id, n = stem, 2
+        while person_id in taken:
+            person_id, n = f"{stem}-{n}", n + 1
+        now = self._touch()
+        person = Person(
+            person_id, name, now, now, bool(allowed), (), _readonly(np.zeros((0, self.dim), np.float32))
+        )
+        self._people[person_id] = person
+        return person
+
+    def add_templates(
+        self,
+        person_id: str,
+        embeddings: np.ndarray,
+        meta_list: Sequence[TemplateMeta],
+        crops: Sequence[np.ndarray | None] | None = None,
+    ) -> Person:
+        """Append templates to a person. Crops are kept only for real templates of a keep_crops gallery."""
+        person = self._require(person_id)
+        if not self._model_checked:
+            raise GalleryError(
+                "this gallery was loaded without checking the embedding model; load it with the current "
+                "model's sha256 before adding embeddings"
+            )
+        x = check_embeddings(embeddings, self.dim)
+        if len(meta_list) != len(x):
+            raise EnrollmentError(f"{len(x)} embeddings but {len(meta_list)} metadata entries")
+        if crops is not None and len(crops) != len(x):
+            raise EnrollmentError(f"{len(x)} embeddings but {len(crops)} crops")
+        if len(person) + len(x) > MAX_TEMPLATES_PER_PERSON:
+            raise EnrollmentError(
+                f"{person.name!r} would have {len(person) + len(x)} templates "
+                f"(at most {MAX_TEMPLATES_PER_PERSON})"
+            )
+        metas = []
+        for m in meta_list:
+            if not isinstance(m, TemplateMeta):
+                raise EnrollmentError(f"template metadata must be TemplateMeta, got {type(m).__name__}")
+            metas.append(m.checked())
+        new_crops: list[np.ndarray | None] = []
+        for i, m in enumerate(metas):
+            crop = crops[i] if crops is not None else None
+            keep = self.keep_crops and crop is not None and not m.synthetic
+            new_crops.append(_readonly(_check_crop(crop, i)) if keep else None)
+        now = self._touch()
+        self._people[person.person_id] = replace(
+            person,
+            updated_at=now,
+            templates=person.templates + tuple(metas),
+            embeddings=_readonly(np.concatenate([person.embeddings, x])),
+            crops=person.crops + tuple(new_crops),
+        )
+        return self._people[person.person_id]
+
+    def rename(self, person_id: str, new_name: str, *, allow_duplicate_name: bool = False) -> Person:
+        """Change the display name; the person_id stays, so topics, logs and URLs keep working."""
+        person = self._require(person_id)
+        name = validate_name(new_name)
+        self._check_name_free(name, allow_duplicate_name, except_id=person.person_id)
+        self._people[person.person_id] = replace(person, name=name, updated_at=self._touch())
+        return self._people[person.person_id]
+
+    def set_allowed(self, person_id: str, allowed: bool) -> Person:
+        """Whether the door opens for this person (they are still recognised either way)."""
+        person = self._require(person_id)
+        self._people[person.person_id] = replace(person, allowed=bool(allowed), updated_at=self._touch())
+        return self._people[person.person_id]
+
+    def remove(self, person_id: str) -> Person:
+        """Forget a person with all their embeddings and crops; their id is retired, never reissued."""
+        person = self._require(person_id)
+        del self._people[person.person_id]
+        self._retired.add(person.person_id)
+        self._touch()
+        return person
+
+    def replace_embeddings(
+        self, model_sha256: str, new: Mapping[str, np.ndarray], dim: int | None = None
+    ) -> None:
+        """Switch the whole gallery to another embedding model at once (``edge-mfr people reembed``).
+
+        ``new`` maps every person_id to their re-computed embeddings, one row per existing template in
+        the same order (synthetic ones re-rendered from the real crop with the same ``source``); ``dim``
+        is the new model's width (default: unchanged). All or nothing: a missing person or a bad array
+        leaves the gallery unchanged.
+        """
+        if not isinstance(model_sha256, str) or not _SHA256_RE.match(model_sha256):
+            raise GalleryError(f"model sha256 must be 64 lowercase hex digits, got {model_sha256!r}")
+        dim = self.dim if dim is None else dim
+        if not isinstance(dim, int) or not 1 <= dim <= 4096:
+            raise GalleryError(f"embedding dim must be between 1 and 4096, got {dim!r}")
+        missing = [pid for pid in self._people if pid not in new]
+        extra = [pid for pid in new if pid not in self._people]
+        if missing or extra:
+            raise GalleryError(
+                f"re-embedding must cover exactly the enrolled people (missing: {missing or 'none'}, "
+                f"unknown: {extra or 'none'})"
+            )
+        checked: dict[str, np.ndarray] = {}
+        for pid, person in self._people.items():
+            x = check_embeddings(new[pid], dim)
+            if len(x) != len(person):
+                raise GalleryError(f"{pid}: {len(x)} new embeddings for {len(person)} templates")
+            checked[pid] = _readonly(x)
+        now = self._touch()
+        for pid, x in checked.items():
+            self._people[pid] = replace(self._people[pid], embeddings=x, updated_at=now)
+        self.model_sha256, self.dim = model_sha256, dim
+        self._model_checked = True
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically (temp file, fsync, rename, fsync dir) with mode 0600.
+
+        On any failure the previous file is untouched and no temp file is left. Use :meth:`edit` for a
+        read-change-write cycle that other processes may race with.
+        """
+        path = Path(path)
+        if self.keep_crops and not self._crops_loaded:
+            raise GalleryError(f"{path}: this gallery was loaded without its crops; saving would drop them")
+        self.revision += 1
+        try:
+            _write_atomic(path, self._encode_header(), self._people.values(), self.dim)
+        except BaseException:
+            self.revision -= 1
+            raise
+        self._modified = False
+
+    def _encode_header(self) -> bytes:
+        people = []
+        crop_index = 0
+        for p in self._people.values():
+            templates = []
+            for meta, crop in zip(p.templates, p.crops, strict=True):
+                entry = {
+                    "source": meta.source,
+                    "quality": meta.quality,
+                    "synthetic": meta.synthetic,
+                    "mask_style": meta.mask_style,
+                    "masked": meta.masked,
+                    "enrolled_at": meta.enrolled_at,
+                    "crop": None,
+                }
+                if crop is not None:
+                    entry["crop"], crop_index = crop_index, crop_index + 1
+                templates.append(entry)
+            people.append(
+                {
+                    "person_id": p.person_id,
+                    "name": p.name,
+                    "created_at": p.created_at,
+                    "updated_at": p.updated_at,
+                    "allowed": p.allowed,
+                    "templates": templates,
+                }
+            )
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_sha256": self.model_sha256,
+            "dim": self.dim,
+            "keep_crops": self.keep_crops,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "revision": self.revision,
+            "num_templates": self.num_templates,
+            "num_crops": crop_index,
+            "retired_ids": sorted(self._retired),
+            "people": people,
+        }
+        return json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+# -- file I/O ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _writer_lock(path: Path, timeout: float) -> Iterator[None]:
+    """Exclusive flock on ``<gallery>.lock`` (kept forever: deleting lock files reopens the race)."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise GalleryError(f"{lock_path}: cannot open the gallery lock file: {exc.strerror or exc}") from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise GalleryLockedError(
+                        f"{path}: another edge-mfr process has been changing the gallery for over "
+                        f"{timeout:g} s; try again later"
+                    ) from None
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _write_npy(zf: zipfile.ZipFile, name: str, parts: Sequence[np.ndarray], shape: tuple, dtype: str) -> None:
+    """Stream ``parts`` as one stored .npy member of ``shape`` without stacking them in memory first."""
+    header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
+    with zf.open(name, "w", force_zip64=True) as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        written = 0
+        for part in parts:
+            block = np.ascontiguousarray(part, dtype=dtype)
+            fh.write(block.data)
+            written += block.size
+    if written != int(np.prod(shape)):  # a programming error, caught before os.replace
+        raise ValueError(f"{name}: wrote {written} values for shape {shape}")
+
+
+def _write_atomic(path: Path, header: bytes, people: Any, dim: int) -> None:
+    people = list(people)
+    embeddings = [p.embeddings for p in people if len(p)]
+    crops = [c for p in people for c in p.crops if c is not None]
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        previous = path.stat() if path.exists() else None
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise GalleryError(f"{path}: cannot write the gallery: {exc.strerror or exc}") from None
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, 0o600)
+        if previous is not None and os.geteuid() == 0:
+            # root (the CLI under sudo) must not take the file away from the daemon's service user
+            os.fchown(fd, previous.st_uid, previous.st_gid)
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
+                _write_npy(zf, _HEADER_MEMBER, [np.frombuffer(header, np.uint8)], (len(header),), "|u1")
+                _write_npy(zf, _EMB_MEMBER, embeddings, (sum(len(e) for e in embeddings), dim), "<f4")
+                if crops:
+                    _write_npy(zf, _CROPS_MEMBER, crops, (len(crops), *CROP_SHAPE), "|u1")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise GalleryError(f"{path}: cannot write the gallery: {exc.strerror or exc}") from None
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:  # the file is in place; only durability across power loss is in doubt
+        log.warning("%s: could not fsync the directory: %s", directory, exc)
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, max_bytes: int) -> np.ndarray:
+    info = zf.getinfo(name)
+    if info.file_size > max_bytes:
+        raise ValueError(f"member {name} is {info.file_size} bytes, more than its header allows")
+    with zf.open(name) as fh:
+        array = np.lib.format.read_array(fh, allow_pickle=False)
+        if fh.read(1):  # also makes sure the member was read to its end, where zipfile checks its CRC32
+            raise ValueError(f"member {name} has trailing data")
+    return array
+
+
+def _read(path: Path, with_crops: bool) -> Gallery:
+    """Parse and validate a gallery file; every problem becomes one GalleryError naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+            if not magic:
+                raise GalleryError(f"{path}: gallery file is empty")
+            if magic != _ZIP_MAGIC:
+                raise GalleryError(f"{path}: not an edge-mfr gallery (not a zip/npz file)")
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as zf:
+                names = set(zf.namelist())
+                if _HEADER_MEMBER not in names:
+                    raise GalleryError(f"{path}: not an edge-mfr gallery (no {_HEADER_MEMBER})")
+                raw = _read_member(zf, _HEADER_MEMBER, _MAX_HEADER_BYTES)
+                if raw.dtype != np.uint8 or raw.ndim != 1:
+                    raise GalleryError(f"{path}: malformed gallery header")
+                header = json.loads(raw.tobytes().decode("utf-8"))
+                gallery, n_templates, n_crops = _gallery_from_header(path, header)
+                if names - {_HEADER_MEMBER, _EMB_MEMBER, _CROPS_MEMBER} or _EMB_MEMBER not in names:
+                    raise GalleryError(f"{path}: unexpected members {sorted(names)}")
+                emb = _read_member(zf, _EMB_MEMBER, n_templates * gallery.dim * 4 + _NPY_HEADER_SLACK)
+                crops = None
+                if n_crops and with_crops:
+                    if _CROPS_MEMBER not in names:
+                        raise GalleryError(f"{path}: header lists {n_crops} crops but none are stored")
+                    crops = _read_member(
+                        zf, _CROPS_MEMBER, n_crops * int(np.prod(CROP_SHAPE)) + _NPY_HEADER_SLACK
+                    )
+    except GalleryError:
+        raise
+    except FileNotFoundError:
+        raise GalleryNotFound(
+            f"{path}: no gallery file (enroll someone first with `edge-mfr enroll`)"
+        ) from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile):
+        raise GalleryError(f"{path}: gallery file is truncated or corrupt (bad zip archive)") from None
+    except UnicodeDecodeError:
+        raise GalleryError(f"{path}: gallery header is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise GalleryError(f"{path}: gallery header is not valid JSON ({exc.msg})") from None
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise GalleryError(f"{path}: gallery file is unreadable or corrupt ({exc})") from None
+
+    if emb.dtype != np.float32 or emb.shape != (n_templates, gallery.dim):
+        raise GalleryError(
+            f"{path}: embeddings are {emb.dtype} {emb.shape}, "
+            f"header says float32 ({n_templates}, {gallery.dim})"
+        )
+    if crops is not None and (crops.dtype != np.uint8 or crops.shape != (n_crops, *CROP_SHAPE)):
+        raise GalleryError(f"{path}: crops are {crops.dtype} {crops.shape}, header says {n_crops} crops")
+    if n_templates:
+        try:
+            check_embeddings(emb, gallery.dim)
+        except EnrollmentError as exc:
+            raise GalleryError(f"{path}: stored {exc}") from None
+    emb = _readonly(emb)
+    crops = None if crops is None else _readonly(crops)
+    gallery._crops_loaded = with_crops or not n_crops
+    start = 0
+    for pid, person in gallery._people.items():
+        n = len(person.templates)
+        rows = emb[start : start + n]  # read-only views: no second copy of the file in memory
+        start += n
+        person_crops = tuple(
+            crops[i] if (crops is not None and i is not None) else None
+            for i in person.crops  # type: ignore[union-attr]  # indices until resolved here
+        )
+        gallery._people[pid] = replace(person, embeddings=rows, crops=person_crops)
+    return gallery
+
+
+def _gallery_from_header(path: Path, header: Any) -> tuple[Gallery, int, int]:
+    """A Gallery whose people hold crop indices in place of crops (resolved by _read)."""
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise GalleryError(f"{path}: not an edge-mfr gallery (wrong format marker)")
+    version = header.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise GalleryVersionError(f"{path}: unknown gallery format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise GalleryVersionError(
+            f"{path}: gallery format version {version} was written by a newer edge-mfr (this one reads up "
+            f"to version {FORMAT_VERSION}); upgrade edge-mfr"
+        )
+    try:
+        gallery = Gallery(header["model_sha256"], dim=header["dim"], keep_crops=bool(header["keep_crops"]))
+    except GalleryError as exc:
+        raise GalleryError(f"{path}: {exc}") from None
+    gallery.created_at = str(header["created_at"])
+    gallery.updated_at = str(header["updated_at"])
+    gallery.revision = int(header["revision"])
+    gallery._retired = {str(r) for r in header["retired_ids"]}
+    n_templates, n_crops, seen_crops = 0, int(header["num_crops"]), set()
+    for entry in header["people"]:
+        pid = entry["person_id"]
+        if not isinstance(pid, str) or not _PERSON_ID_RE.match(pid) or pid in gallery._people:
+            raise GalleryError(f"{path}: invalid or duplicate person id {pid!r}")
+        try:
+            name = validate_name(entry["name"])
+            metas = tuple(
+                TemplateMeta(
+                    source=t["source"],
+                    quality=t["quality"],
+                    synthetic=t["synthetic"],
+                    mask_style=t["mask_style"],
+                    masked=t["masked"],
+                    enrolled_at=t["enrolled_at"],
+                ).checked()
+                for t in entry["templates"]
+            )
+        except EnrollmentError as exc:
+            raise GalleryError(f"{path}: person {pid}: {exc}") from None
+        crop_ids = tuple(t["crop"] for t in entry["templates"])
+        for i in crop_ids:
+            if i is not None and (not isinstance(i, int) or not 0 <= i < n_crops or i in seen_crops):
+                raise GalleryError(f"{path}: person {pid}: bad crop index {i!r}")
+            if i is not None:
+                seen_crops.add(i)
+        n_templates += len(metas)
+        gallery._people[pid] = Person(
+            person_id=pid,
+            name=name,
+            created_at=str(entry["created_at"]),
+            updated_at=str(entry["updated_at"]),
+            allowed=bool(entry["allowed"]),
+            templates=metas,
+            embeddings=np.zeros((0, gallery.dim), np.float32),
+            crops=crop_ids,  # type: ignore[arg-type]
+        )
+    if n_templates != header["num_templates"]:
+        raise GalleryError(
+            f"{path}: header counts {header['num_templates']} templates but lists {n_templates}"
+        )
+    gallery._model_checked = True
+    return gallery, n_templates, n_crops
