@@ -144,14 +144,15 @@ class BlazeFaceDetector:
         self.max_faces = max_faces
         self.min_face = min_face
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray, min_score: float | None = None) -> list[Face]:
+        """Faces in an RGB frame, strongest first; ``min_score`` overrides the threshold for this call."""
         size = self.layout.input_size
         boxed, scale, pad_x, pad_y = letterbox(image, size)
         x = (boxed.astype(np.float32) - 127.5) / 127.5
         regressors, logits = self.model.run(x[None])
         regressors, logits = regressors[0], logits[0, :, 0]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
-        keep = scores >= self.min_score
+        keep = scores >= (self.min_score if min_score is None else min_score)
         if not keep.any():
             return []
         raw, anchors, scores = regressors[keep], self.anchors[keep], scores[keep]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge_mfr.vision.detector import Detector
+from edge_mfr.vision.detector import BlazeFaceDetector, Detector
 from edge_mfr.vision.types import Face
 
 PAD_FRACTION = 0.5
+RELAXED_MIN_SCORE = 0.3
 
 
 def _touches_border(face: Face, shape: tuple[int, ...], margin: float = 2.0) -> bool:
@@ -32,11 +33,17 @@ def _shift(face: Face, dx: float, dy: float, shape: tuple[int, ...]) -> Face:
     return Face(box=box, score=face.score, keypoints=face.keypoints - offset, ears_estimated=face.ears_estimated)
 
 
-def detect_padded(detector: Detector, image: np.ndarray) -> list[Face]:
+def _detect(detector: Detector, image: np.ndarray, min_score: float | None) -> list[Face]:
+    if min_score is None:
+        return detector.detect(image)
+    return detector.detect(image, min_score=min_score)  # type: ignore[call-arg]
+
+
+def detect_padded(detector: Detector, image: np.ndarray, min_score: float | None = None) -> list[Face]:
     """Detect on a copy padded by PAD_FRACTION of the long side; coordinates refer to ``image``."""
     pad = int(round(max(image.shape[:2]) * PAD_FRACTION))
     padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    return [_shift(f, pad, pad, image.shape) for f in detector.detect(padded)]
+    return [_shift(f, pad, pad, image.shape) for f in _detect(detector, padded, min_score)]
 
 
 def detect_faces(detector: Detector, image: np.ndarray, crop_kind: str = "auto") -> list[Face]:
@@ -44,17 +51,23 @@ def detect_faces(detector: Detector, image: np.ndarray, crop_kind: str = "auto")
 
     ``crop_kind``: ``"photo"`` runs the detector once; ``"aligned_crop"`` always uses the padded pass;
     ``"auto"`` runs the plain pass and falls back to the padded one when it finds no face or only faces
-    cut by the border.
+    cut by the border. When a BlazeFace pass finds nothing at all it is repeated with
+    RELAXED_MIN_SCORE: a still handed to enroll or recognize is expected to show a face, and masked
+    faces often score 0.3-0.5.
     """
-    if crop_kind == "aligned_crop":
-        return detect_padded(detector, image)
-    faces = detector.detect(image)
-    if crop_kind == "photo":
-        return faces
-    if not faces or all(_touches_border(f, image.shape) for f in faces):
-        padded = detect_padded(detector, image)
-        if padded:
-            return padded
+    passes: list[float | None] = [None]
+    if crop_kind != "photo" and isinstance(detector, BlazeFaceDetector):
+        passes.append(RELAXED_MIN_SCORE)
+    faces: list[Face] = []
+    for min_score in passes:
+        if crop_kind == "aligned_crop":
+            faces = detect_padded(detector, image, min_score)
+        else:
+            faces = _detect(detector, image, min_score)
+            if crop_kind == "auto" and (not faces or all(_touches_border(f, image.shape) for f in faces)):
+                faces = detect_padded(detector, image, min_score) or faces
+        if faces:
+            return faces
     return faces
 
 

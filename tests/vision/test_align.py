@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_mfr.vision.align import ALIGN_POINTS, TEMPLATE_160, align_face, alignment_matrix, similarity_transform
-from edge_mfr.vision.align import transform_points
+from edge_mfr.vision.align import (
+    ALIGN_POINTS,
+    TEMPLATE_160,
+    align_face,
+    alignment_matrix,
+    similarity_transform,
+    transform_points,
+)
 
 
 def test_similarity_transform_recovers_a_known_transform():
