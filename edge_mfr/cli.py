@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_mfr import __version__
 from edge_mfr.errors import EdgeMfrError, ImageError, InputNotFoundError
+from edge_mfr.paths import default_gallery
 
 log = logging.getLogger("edge_mfr")
 
@@ -73,8 +74,17 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     from edge_mfr.vision.pipeline import FacePipeline
 
     inputs = list(iter_inputs(args.paths))
+    gallery_path = Path(args.gallery) if args.gallery else default_gallery()
+    use_gallery = gallery_path.exists() and not args.no_identify
+    if args.gallery and not gallery_path.exists():
+        raise InputNotFoundError(f"{gallery_path}: no gallery file (enroll someone first)")
     pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models,
-                            embed=False)
+                            embed=use_gallery)
+    identifier = None
+    if use_gallery:
+        from edge_mfr.identity.identify import Identifier
+
+        identifier = Identifier.from_files(gallery_path, pipeline.embedder.model_sha256, args.models)
     annotate = Path(args.annotate) if args.annotate else None
     if annotate and len(inputs) > 1:
         annotate.mkdir(parents=True, exist_ok=True)
@@ -88,6 +98,14 @@ def cmd_recognize(args: argparse.Namespace) -> int:
             continue
         faces = pipeline.detect(image, crop_kind=args.crop_kind)
         records = [_face_record(f, i + 1) for i, f in enumerate(faces)]
+        labels = None
+        if identifier is not None:
+            ids = identifier.identify(pipeline.analyze_faces(image, faces))
+            labels = [_label(i) for i in ids]
+            for r, i in zip(records, ids, strict=True):
+                r["identity"] = {"person_id": i.decision.person_id, "name": i.name, "score": round(i.decision.score, 4),
+                                 "margin": round(i.decision.margin, 4), "masked": i.masked,
+                                 "candidate": i.decision.candidate_id, "reason": i.decision.reason}
         if args.json:
             print(json.dumps({"image": name, "faces": records}))
         else:
@@ -96,14 +114,123 @@ def cmd_recognize(args: argparse.Namespace) -> int:
                 lm = " ".join(f"{k}=({v[0]:.0f},{v[1]:.0f})" for k, v in r["landmarks"].items())
                 box = ",".join(f"{v:.0f}" for v in r["box"])
                 print(f"  face {r['index']}: box {box} score {r['score']:.2f} {lm}")
+                if "identity" in r:
+                    ident = r["identity"]
+                    who = ident["name"] or "unknown"
+                    print(f"    -> {who} (similarity {ident['score']:.2f}, {'masked' if ident['masked'] else 'no mask'}"
+                          f"{'' if ident['name'] else '; ' + ident['reason']})")
         if annotate:
             target = annotate
             if len(inputs) > 1:
                 target = annotate / (Path(name).stem + "_annotated.jpg")
-            write_image(target, draw_faces(image, faces))
+            write_image(target, draw_faces(image, faces, labels))
     if annotate and not args.json:
         print(f"annotated output written to {annotate}")
     return 1 if failures else 0
+
+
+def _label(ident):
+    from edge_mfr.vision.draw import GREEN, RED, Label
+
+    mask = " (mask)" if ident.masked else ""
+    if ident.name:
+        return Label(f"{ident.name} {ident.decision.score:.2f}{mask}", GREEN)
+    return Label(f"unknown{mask}", RED)
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="frame", leave=False, disable=not sys.stderr.isatty())
+    return bar
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from edge_mfr.identity.enroll import EnrollOptions, enroll
+    from edge_mfr.identity.gallery import validate_name
+    from edge_mfr.vision.pipeline import FacePipeline
+
+    validate_name(args.name)  # before loading any model
+    gallery = Path(args.gallery) if args.gallery else default_gallery()
+    options = EnrollOptions(synthetic_masks=not args.no_synthetic_masks, max_video_frames=args.max_frames,
+                            crop_kind=args.crop_kind)
+    pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models)
+    bar = _progress(0, f"enrolling {args.name}")
+    try:
+        person_id, result = enroll(gallery, args.name, args.paths, pipeline, options, add_to_existing=args.add,
+                                   allowed=not args.denied, keep_crops=args.keep_crops, progress=bar.update)
+    finally:
+        bar.close()
+    for line in result.summary_lines():
+        print(line)
+    print(f"enrolled {args.name!r} as {person_id} in {gallery}")
+    return 0
+
+
+def cmd_people(args: argparse.Namespace) -> int:
+    from edge_mfr.identity.gallery import Gallery
+
+    gallery_path = Path(args.gallery) if args.gallery else default_gallery()
+    if args.action == "list":
+        g = Gallery.load(gallery_path, None, with_crops=False) if gallery_path.exists() else None
+        rows = g.summary() if g else []
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        if not rows:
+            print(f"nobody enrolled ({gallery_path})")
+            return 0
+        print(f"{'id':24} {'name':24} {'allowed':7} {'real':>4} {'synthetic':>9}")
+        for r in rows:
+            print(f"{r['person_id']:24} {r['name']:24} {'yes' if r['allowed'] else 'no':7} {r['real']:>4} "
+                  f"{r['synthetic']:>9}")
+        return 0
+    if not args.person:
+        raise EdgeMfrError(f"people {args.action}: name or id of the person is required")
+    if args.action == "show":
+        g = Gallery.load(gallery_path, None, with_crops=False)
+        p = g.get(args.person)
+        print(json.dumps({"person_id": p.person_id, "name": p.name, "allowed": p.allowed,
+                          "created_at": p.created_at, "updated_at": p.updated_at,
+                          "templates": [{"source": t.source, "synthetic": t.synthetic, "mask_style": t.mask_style,
+                                         "quality": t.quality, "enrolled_at": t.enrolled_at} for t in p.templates]},
+                         indent=2))
+        return 0
+    with Gallery.edit(gallery_path, None, create=False) as g:
+        p = g.get(args.person)
+        if args.action == "rename":
+            if not args.new_name:
+                raise EdgeMfrError("people rename: the new name is required")
+            g.rename(p.person_id, args.new_name)
+            print(f"renamed {p.person_id}: {p.name!r} -> {args.new_name!r}")
+        elif args.action == "remove":
+            g.remove(p.person_id)
+            print(f"removed {p.person_id} ({p.name})")
+        elif args.action in ("allow", "deny"):
+            g.set_allowed(p.person_id, args.action == "allow")
+            print(f"{p.person_id} ({p.name}) is now {'allowed' if args.action == 'allow' else 'denied'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edge_mfr.eval import public_report, run_eval, summary, write_plots
+    from edge_mfr.vision.pipeline import FacePipeline
+
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        raise InputNotFoundError(f"{data_dir}: no such folder")
+    subsets = [s for s in args.subsets.split(",") if s]
+    strangers = [s for s in args.strangers.split(",") if s] if args.strangers else []
+    pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models)
+    report = run_eval(data_dir, subsets, strangers, pipeline)
+    text = public_report(report)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    if args.plots:
+        for path in write_plots(report, Path(args.plots)):
+            print(f"wrote {path}")
+    print(summary(report))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -134,6 +261,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", metavar="OUT", help="write the image with boxes to OUT (a folder for many)")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.set_defaults(func=cmd_recognize)
+
+    p.add_argument("--gallery", help="gallery file (default: the state folder's gallery.npz, if any)")
+    p.add_argument("--no-identify", action="store_true", help="only detect, even when a gallery exists")
+
+    p = sub.add_parser("enroll", help="enroll a person from photos, a folder or a short video scan")
+    p.add_argument("name", help="display name of the person")
+    p.add_argument("paths", nargs="+", help="image files, folders or video files")
+    p.add_argument("--gallery", help="gallery file (default: the state folder's gallery.npz)")
+    p.add_argument("--add", action="store_true", help="add these images to an already enrolled person")
+    p.add_argument("--denied", action="store_true", help="recognise this person but never open the door")
+    p.add_argument("--keep-crops", action="store_true",
+                   help="store aligned face crops in a new gallery so it can be re-embedded after a model change")
+    p.add_argument("--no-synthetic-masks", action="store_true", help="skip the synthetic masked templates")
+    p.add_argument("--max-frames", type=int, default=40, help="frames sampled from a video scan")
+    p.add_argument("--crop-kind", default="auto", choices=["auto", "photo", "aligned_crop"])
+    p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("people", help="list, show, rename, remove, allow or deny enrolled people")
+    p.add_argument("action", choices=["list", "show", "rename", "remove", "allow", "deny"])
+    p.add_argument("person", nargs="?", help="id or name")
+    p.add_argument("new_name", nargs="?", help="for rename")
+    p.add_argument("--gallery", help="gallery file (default: the state folder's gallery.npz)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_people)
+
+    p = sub.add_parser("eval", help="accuracy protocol of EVALUATION.md on a labelled folder")
+    p.add_argument("data_dir", help="folder with labels.csv, e.g. ../shared/data")
+    p.add_argument("--subsets", required=True, help="comma separated subsets whose people are enrolled")
+    p.add_argument("--strangers", default="", help="comma separated subsets used as strangers")
+    p.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    p.add_argument("--plots", metavar="DIR", help="write score distribution and DET plots (needs matplotlib)")
+    p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="per-stage latency, fps, memory and load time on this machine")
     p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])

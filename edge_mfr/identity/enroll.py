@@ -1,0 +1,230 @@
+"""Enrollment: photos, folders or a short video scan of one person -> checked templates in the gallery.
+
+Every frame goes through the same detector, aligner and embedder as recognition. A frame is used only
+when it holds exactly one face that passes the quality checks and is not a near-duplicate of a frame
+already kept; every dropped frame is reported with its reason. Each kept crop also gets synthetic
+masked variants, so a person who enrolled bare-faced is still recognised behind a mask.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_mfr.errors import EnrollmentError, ImageError, InputNotFoundError
+from edge_mfr.identity.gallery import Gallery, TemplateMeta, source_label, validate_name
+from edge_mfr.vision.align import alignment_matrix, transform_points
+from edge_mfr.vision.imageio import is_image_path, read_image
+from edge_mfr.vision.pipeline import FacePipeline
+from edge_mfr.vision.quality import QualityLimits, assess
+from edge_mfr.vision.synthetic_masks import MaskStyle, render_mask, standard_styles
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".h264"})
+
+
+@dataclass(frozen=True)
+class EnrollOptions:
+    """How enrollment samples, filters and augments. Defaults suit a 5-20 s phone video or a few photos."""
+
+    max_video_frames: int = 40  # frames sampled evenly from a video scan
+    max_templates: int = 20  # real templates kept per enrollment, best quality first
+    duplicate_cosine: float = 0.97  # a frame this similar to one already kept adds nothing
+    synthetic_masks: bool = True
+    mask_styles: tuple[MaskStyle, ...] = field(default_factory=lambda: tuple(standard_styles()))
+    quality: QualityLimits = field(default_factory=QualityLimits)
+    crop_kind: str = "auto"  # how stills are detected; "aligned_crop" for dataset crops
+
+
+@dataclass
+class Candidate:
+    source: str
+    crop: np.ndarray
+    crop_keypoints: np.ndarray
+    embedding: np.ndarray
+    quality: float
+
+
+@dataclass
+class EnrollmentResult:
+    """What an enrollment kept and dropped (with reasons), and the templates it produced."""
+
+    kept: list[Candidate] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 512), np.float32))
+    metas: list[TemplateMeta] = field(default_factory=list)
+    crops: list[np.ndarray | None] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        synthetic = sum(m.synthetic for m in self.metas)
+        lines = [f"kept {len(self.kept)} face(s), {synthetic} synthetic masked template(s); "
+                 f"dropped {len(self.dropped)} frame(s)"]
+        lines += [f"  kept    {c.source} (quality {c.quality:.2f})" for c in self.kept]
+        lines += [f"  dropped {src}: {why}" for src, why in self.dropped]
+        return lines
+
+
+def is_video_path(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def sample_video(path: Path, max_frames: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Evenly spaced RGB frames of a video, named ``file#frame=N``; a clear error if none can be read."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise EnrollmentError(f"{path}: cannot open video (corrupt or unsupported format)")
+    try:
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        step = max(1, total // max_frames) if total > 0 else 1
+        index = read = 0
+        while read < max_frames:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            if index % step == 0:
+                read += 1
+                yield source_label(path, index), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            index += 1
+        if index == 0:
+            raise EnrollmentError(f"{path}: no frame could be decoded (corrupt or empty video)")
+    finally:
+        capture.release()
+
+
+def expand_inputs(paths: Iterable[Path | str], options: EnrollOptions) -> Iterator[tuple[str, Callable]]:
+    """(source label, loader) per still image or sampled video frame, in a reproducible order."""
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise InputNotFoundError(f"{path}: no such file or folder")
+        if path.is_dir():
+            files = [p for p in sorted(path.rglob("*")) if p.is_file() and (is_image_path(p) or is_video_path(p))]
+            if not files:
+                raise EnrollmentError(f"{path}: folder holds no images or videos")
+        else:
+            files = [path]
+        for f in files:
+            if is_video_path(f):
+                for label, frame in sample_video(f, options.max_video_frames):
+                    yield label, (lambda fr=frame: fr)
+            else:
+                yield source_label(f), (lambda p=f: read_image(p))
+
+
+def collect_candidates(pipeline: FacePipeline, inputs: Iterable[tuple[str, Callable]], options: EnrollOptions,
+                       result: EnrollmentResult, progress: Callable[[], None] | None = None) -> list[Candidate]:
+    """Detect, check and embed every input frame; drops go into ``result.dropped``."""
+    candidates: list[Candidate] = []
+    for label, load in inputs:
+        if progress:
+            progress()
+        try:
+            image = load()
+        except ImageError as exc:
+            result.dropped.append((label, str(exc).split(": ", 1)[-1]))
+            continue
+        is_frame = "#frame=" in label
+        faces = pipeline.detect(image, crop_kind="photo" if is_frame else options.crop_kind)
+        if len(faces) != 1:
+            result.dropped.append((label, "no face found" if not faces else f"{len(faces)} faces (need exactly one)"))
+            continue
+        face = faces[0]
+        analyzed = pipeline.analyze_faces(image, [face])[0]
+        quality = assess(face, analyzed.crop)
+        problems = quality.problems(options.quality)
+        if problems:
+            result.dropped.append((label, "; ".join(problems)))
+            continue
+        crop_kps = transform_points(face.keypoints, alignment_matrix(face))
+        candidates.append(Candidate(label, analyzed.crop, crop_kps, analyzed.embedding, quality.overall))
+    return candidates
+
+
+def select(candidates: list[Candidate], options: EnrollOptions, result: EnrollmentResult) -> list[Candidate]:
+    """Best quality first; drop near-duplicates and anything beyond ``max_templates``."""
+    kept: list[Candidate] = []
+    for cand in sorted(candidates, key=lambda c: -c.quality):
+        if kept:
+            best = max(float(cand.embedding @ k.embedding) for k in kept)
+            if best >= options.duplicate_cosine:
+                result.dropped.append((cand.source, f"near-duplicate of a kept frame (cosine {best:.3f})"))
+                continue
+        if len(kept) >= options.max_templates:
+            result.dropped.append((cand.source, f"more than {options.max_templates} good frames; lower quality"))
+            continue
+        kept.append(cand)
+    return kept
+
+
+def style_name(style: MaskStyle) -> str:
+    return f"{style.kind}-{style.texture}-{style.color[0]:02x}{style.color[1]:02x}{style.color[2]:02x}"
+
+
+def build_templates(pipeline: FacePipeline, kept: list[Candidate], options: EnrollOptions,
+                    result: EnrollmentResult) -> None:
+    """Real templates plus, per kept crop, one synthetic masked template per mask style."""
+    assert pipeline.embedder is not None
+    embeddings: list[np.ndarray] = []
+    for cand in kept:
+        embeddings.append(cand.embedding)
+        result.metas.append(TemplateMeta(source=cand.source, quality=cand.quality))
+        result.crops.append(cand.crop)
+        if not options.synthetic_masks:
+            continue
+        rng = np.random.default_rng(zlib.crc32(cand.source.encode()))  # reproducible per source
+        masked = [render_mask(cand.crop, cand.crop_keypoints, style, rng) for style in options.mask_styles]
+        if masked:
+            embeddings.extend(pipeline.embedder.embed(np.stack(masked)))
+        for style in options.mask_styles:
+            result.metas.append(TemplateMeta(source=cand.source, quality=cand.quality, synthetic=True,
+                                             mask_style=style_name(style), masked=True))
+            result.crops.append(None)
+    result.kept = kept
+    result.embeddings = np.asarray(embeddings, dtype=np.float32).reshape(-1, pipeline.embedder.dim)
+
+
+def prepare_enrollment(pipeline: FacePipeline, paths: Iterable[Path | str], options: EnrollOptions | None = None,
+                       progress: Callable[[], None] | None = None) -> EnrollmentResult:
+    """Everything up to (not including) the gallery write; raises EnrollmentError when nothing is usable."""
+    options = options or EnrollOptions()
+    result = EnrollmentResult()
+    inputs = list(expand_inputs(paths, options))
+    if not inputs:
+        raise EnrollmentError("nothing to enroll from: no images or video frames given")
+    candidates = collect_candidates(pipeline, inputs, options, result, progress)
+    kept = select(candidates, options, result)
+    if not kept:
+        reasons = "; ".join(f"{s}: {w}" for s, w in result.dropped[:5])
+        raise EnrollmentError(f"no usable face in {len(inputs)} frame(s) ({reasons})")
+    build_templates(pipeline, kept, options, result)
+    return result
+
+
+def enroll(gallery_path: Path, name: str, paths: Iterable[Path | str], pipeline: FacePipeline,
+           options: EnrollOptions | None = None, *, add_to_existing: bool = False, allowed: bool = True,
+           keep_crops: bool = False, progress: Callable[[], None] | None = None) -> tuple[str, EnrollmentResult]:
+    """Enroll ``name`` into the gallery file; returns (person_id, result). The file is untouched on error."""
+    name = validate_name(name)
+    assert pipeline.embedder is not None
+    # Check the gallery (model, integrity, name) before the slow part, so a doomed run fails fast.
+    if Path(gallery_path).exists():
+        existing = Gallery.load(gallery_path, pipeline.embedder.model_sha256, with_crops=False)
+        if not add_to_existing and any(p.name.casefold() == name.casefold() for p in existing.people):
+            raise EnrollmentError(f"{name!r} is already enrolled; use --add to add images to that person")
+    result = prepare_enrollment(pipeline, paths, options, progress)
+    with Gallery.edit(gallery_path, pipeline.embedder.model_sha256, dim=pipeline.embedder.dim,
+                      keep_crops=keep_crops) as gallery:
+        person = None
+        if add_to_existing:
+            try:
+                person = gallery.get(name)
+            except LookupError:
+                person = None
+        if person is None:
+            person = gallery.add_person(name, allowed=allowed)
+        gallery.add_templates(person.person_id, result.embeddings, result.metas, crops=result.crops)
+    return person.person_id, result

@@ -1,0 +1,56 @@
+"""Gallery + classifier + mask status: from embedded faces to named (or unknown) people.
+
+One object per loaded gallery; the CLI, the stream loop and the evaluator share it so a face is judged
+the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_mfr.identity.classifier import Decision, IdentityClassifier, Thresholds
+from edge_mfr.identity.gallery import Gallery
+from edge_mfr.vision.mask_status import MaskStatusClassifier
+from edge_mfr.vision.pipeline import AnalyzedFace
+
+
+@dataclass(frozen=True)
+class Identification:
+    decision: Decision
+    name: str | None  # display name when accepted
+    masked: bool
+    mask_probability_margin: float  # signed SVM decision value; >0 means masked
+    allowed: bool  # accepted and allowed through the door
+
+
+class Identifier:
+    def __init__(self, gallery: Gallery, mask_status: MaskStatusClassifier, thresholds: Thresholds | None = None):
+        self.gallery = gallery
+        self.mask_status = mask_status
+        x, labels, _ = gallery.matrix()
+        self.classifier = IdentityClassifier(thresholds).fit(x, labels) if len(x) else IdentityClassifier(thresholds)
+        self._people = {p.person_id: p for p in gallery.people}
+
+    @classmethod
+    def from_files(cls, gallery_path: Path, embedder_sha256: str, models_dir: Path | None = None,
+                   thresholds: Thresholds | None = None) -> Identifier:
+        gallery = Gallery.load(gallery_path, embedder_sha256, with_crops=False)
+        return cls(gallery, MaskStatusClassifier.load(models_dir, embedder_sha256), thresholds)
+
+    def identify(self, faces: list[AnalyzedFace]) -> list[Identification]:
+        if not faces:
+            return []
+        embeddings = np.stack([f.embedding for f in faces])
+        from edge_mfr.vision.mask_status import features
+
+        mask_values = self.mask_status.decision(features(embeddings, [f.crop for f in faces]))
+        masked = mask_values > 0
+        out = []
+        for d, m, v in zip(self.classifier.decide(embeddings, masked), masked, mask_values, strict=True):
+            person = self._people.get(d.person_id) if d.person_id else None
+            out.append(Identification(d, person.name if person else None, bool(m), float(v),
+                                      bool(person is not None and person.allowed)))
+        return out
