@@ -112,7 +112,7 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
 
     # Enroll through the enrollment code path.
     options = enroll_options or EnrollOptions()
-    templates, labels, enroll_failed, dropped = [], [], [], 0
+    templates, labels, synthetic, enroll_failed, dropped = [], [], [], [], 0
     for identity, items in enroll_sets.items():
         if not items:
             enroll_failed.append(identity)
@@ -126,11 +126,12 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
         dropped += len(result.dropped)
         templates.append(result.embeddings)
         labels += [identity] * len(result.embeddings)
+        synthetic += [m.synthetic for m in result.metas]
         if progress:
             progress()
     if not templates:
         raise EdgeMfrError("nobody could be enrolled from the given subsets")
-    classifier = IdentityClassifier(thresholds).fit(np.concatenate(templates), np.array(labels))
+    classifier = IdentityClassifier(thresholds).fit(np.concatenate(templates), np.array(labels), np.array(synthetic))
 
     # Probes.
     probes = [*masked_probes, *unmasked_probes, *stranger_probes]
@@ -147,12 +148,12 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
 
     ids = classifier.ids
     col = {pid: j for j, pid in enumerate(ids)}
-    sims = (classifier.similarity(np.stack([p.embedding for p in found])) if found
-            else np.zeros((0, len(ids)), np.float32))
-    ranks = (classifier.rank_scores(np.stack([p.embedding for p in found])) if found
-             else np.zeros((0, len(ids)), np.float32))
-    decisions = (classifier.decide(np.stack([p.embedding for p in found]), [p.predicted_masked for p in found])
-                 if found else [])
+    # Every probe is scored by the rule its *predicted* mask status routes it to, as at the door.
+    e = np.stack([p.embedding for p in found]) if found else np.zeros((0, 512), np.float32)
+    routed = np.array([p.predicted_masked for p in found], dtype=bool)
+    sims = classifier.similarity(e, routed)
+    ranks = classifier.rank_scores(e, routed)
+    decisions = classifier.decide(e, routed) if found else []
     info = {id(p): (sims[i], ranks[i], decisions[i]) for i, p in enumerate(found)}
 
     def kind_of(p: ProbeResult) -> str:

@@ -30,8 +30,10 @@ class Identifier:
     def __init__(self, gallery: Gallery, mask_status: MaskStatusClassifier, thresholds: Thresholds | None = None):
         self.gallery = gallery
         self.mask_status = mask_status
-        x, labels, _ = gallery.matrix()
-        self.classifier = IdentityClassifier(thresholds).fit(x, labels) if len(x) else IdentityClassifier(thresholds)
+        x, labels, metas = gallery.matrix()
+        self.classifier = IdentityClassifier(thresholds)
+        if len(x):
+            self.classifier.fit(x, labels, np.array([m.synthetic for m in metas], dtype=bool))
         self._people = {p.person_id: p for p in gallery.people}
 
     @classmethod

@@ -79,7 +79,8 @@ def head_pose(face: Face) -> tuple[float, float]:
     axis = kp[KP_MOUTH] - mid
     axis_len = float(np.linalg.norm(axis)) or 1.0
     # Signed perpendicular distance of the nose from the eye-mid-to-mouth axis.
-    offset = np.cross(axis / axis_len, kp[KP_NOSE] - mid)
+    unit, rel = axis / axis_len, kp[KP_NOSE] - mid
+    offset = unit[0] * rel[1] - unit[1] * rel[0]
     return float(offset / eye_dist), roll
 
 
