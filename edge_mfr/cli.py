@@ -27,14 +27,24 @@ SAMPLE_NAME = "astronaut (scikit-image sample, public domain)"
 
 
 def sample_image() -> np.ndarray:
-    """The embedded default input: scikit-image's public-domain astronaut photo (Eileen Collins)."""
-    try:
-        from skimage import data
-    except ImportError:
+    """The embedded default input: scikit-image's public-domain astronaut photo (Eileen Collins).
+
+    Read straight from the installed package's data folder: importing scikit-image itself would pull in
+    SciPy and cost tens of MiB of memory for one photo.
+    """
+    import importlib.util
+
+    from edge_mfr.vision.imageio import read_image
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
         raise EdgeMfrError(
             "no input given and the embedded sample needs scikit-image: pip install 'edge-mfr[demo]'"
-        ) from None
-    return np.ascontiguousarray(data.astronaut())
+        )
+    path = Path(spec.submodule_search_locations[0]) / "data" / "astronaut.png"
+    if not path.is_file():
+        raise EdgeMfrError(f"{path}: scikit-image's sample photo is missing from the installed package")
+    return read_image(path)
 
 
 def iter_inputs(paths: list[str]) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
