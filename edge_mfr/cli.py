@@ -243,6 +243,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from edge_mfr.config import config_check
+
+    lines = config_check(args.config)
+    for line in lines:
+        print(line)
+    fatal = [line for line in lines if not line.startswith("warning: ")]
+    if not lines:
+        print(f"{args.config or 'default configuration'}: ok")
+    return 1 if fatal else 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from edge_mfr.config import load_config
+    from edge_mfr.device.journal import events_command
+
+    return events_command(load_config(args.config).journal.path, args.kind, args.since, args.limit, args.json)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge_mfr.bench import run_bench
 
@@ -260,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--models", type=Path, default=None,
                         help="folder with the TFLite models and manifest.json (default: bundled models/)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="configuration file (default: /etc/edge-mfr/config.toml when present)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("recognize", help="find (and, with a gallery, identify) faces in images")
@@ -308,6 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("config", help="check a configuration file and print every problem precisely")
+    p.add_argument("action", choices=["check"])
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("events", help="list the journal's recent decisions and lock actions")
+    p.add_argument("--kind", help="comma separated event kinds")
+    p.add_argument("--since", help="ISO time or a span such as 30m, 2h, 7d")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_events)
+
     p = sub.add_parser("bench", help="per-stage latency, fps, memory and load time on this machine")
     p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])
     p.add_argument("--threads", default="1,2", help="thread counts to measure, comma separated")
@@ -328,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EdgeMfrError as exc:
-        print(f"edge-mfr: error: {exc}", file=sys.stderr)
+        problems = getattr(exc, "problems", None) or [str(exc)]
+        for problem in problems:
+            print(f"edge-mfr: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
