@@ -1,0 +1,389 @@
+"""Access decisions: who may open the door, when, and how often; pure logic with an injected clock.
+
+The input is what the tracker has *decided* (after its N-of-M vote): per track a person id with name,
+allowed flag, mask status and score, or "unknown". The output is one :class:`PolicyDecision` per call
+(per door and frame): unlock, deny or nothing, with the reasons and the events to journal and publish.
+
+Rules, in the order they are checked for a known person: lockout (too many unknown faces at this door
+recently: nobody gets in there for a while, which slows down someone trying faces or photos), the
+person's allowed flag, the person's weekly schedule, then one unlock per track (a stay in front of the
+camera) and cooldowns, so a person standing at the door unlocks it once and does not flood the
+journal. Unknown faces are counted once per track; a track is keyed by (door, track id).
+
+Durations use a monotonic clock and schedules the local wall clock, separately: a Pi has no
+real-time clock and its wall time jumps when NTP syncs after boot, which must not stretch a lockout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TRACK_MEMORY_SECONDS = 300.0  # per-track state (counted unknown, mask status) kept after a track is last seen
+
+Action = Literal["unlock", "deny", "none"]
+Event = tuple[str, dict[str, Any]]
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def _parse_days(spec: str | list[str]) -> frozenset[int]:
+    """"mon-fri", "sat,sun", "fri-mon" (wraps), "daily", or a list of those, to weekday numbers (Mon=0)."""
+    parts = spec if isinstance(spec, list) else [spec]
+    out: set[int] = set()
+    for part in parts:
+        for item in str(part).lower().replace(" ", "").split(","):
+            if item in ("daily", "all", "*"):
+                out.update(range(7))
+                continue
+            first, sep, last = item.partition("-")
+            try:
+                a = DAYS.index(first[:3]) if len(first) >= 3 else -1
+                b = DAYS.index(last[:3]) if sep and len(last) >= 3 else a
+            except ValueError:
+                a = b = -1
+            if a < 0 or b < 0:
+                raise ValueError(f"unknown day {item!r}; use mon..sun, ranges like mon-fri, or daily")
+            i = a
+            out.add(i)
+            while i != b:
+                i = (i + 1) % 7
+                out.add(i)
+    if not out:
+        raise ValueError("a schedule window needs at least one day")
+    return frozenset(out)
+
+
+def _parse_time(text: str) -> int:
+    """"HH:MM" to minutes after midnight; "24:00" is the end of the day."""
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    if not m or int(m.group(2)) > 59 or int(m.group(1)) > 24 or (int(m.group(1)) == 24 and int(m.group(2))):
+        raise ValueError(f"time {text!r} must be HH:MM between 00:00 and 24:00")
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+class ScheduleWindow(BaseModel):
+    """Days and a local time range when a person may enter.
+
+    ``start`` (TOML key ``from``) is inclusive, ``end`` (``to``) exclusive. A window whose end is before
+    its start runs over midnight and belongs to the day it starts on: ``days="fri", start="22:00",
+    end="06:00"`` covers Friday 22:00 to Saturday 06:00.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    days: str | list[str] = Field("daily", description="mon..sun, ranges (mon-fri, fri-mon), lists, or daily")
+    start: str = Field("00:00", alias="from", description="local time HH:MM, inclusive")
+    end: str = Field("24:00", alias="to", description="local time HH:MM, exclusive; < start: over midnight")
+
+    @field_validator("days")
+    @classmethod
+    def _check_days(cls, v: str | list[str]) -> str | list[str]:
+        _parse_days(v)
+        return v
+
+    @field_validator("start", "end")
+    @classmethod
+    def _check_time(cls, v: str) -> str:
+        _parse_time(v)
+        return v
+
+    @model_validator(mode="after")
+    def _check_range(self) -> ScheduleWindow:
+        if _parse_time(self.start) == _parse_time(self.end):
+            raise ValueError(f"schedule window {self.start}-{self.end} is empty; use 00:00-24:00 for all day")
+        if _parse_time(self.start) == 24 * 60:
+            raise ValueError("a schedule window cannot start at 24:00")
+        return self
+
+    def contains(self, when: datetime) -> bool:
+        days = _parse_days(self.days)
+        start, end = _parse_time(self.start), _parse_time(self.end)
+        minute = when.hour * 60 + when.minute
+        day = when.weekday()
+        if start < end:
+            return day in days and start <= minute < end
+        # Over midnight: the evening part on a listed day, the morning part on the day after one.
+        return (day in days and minute >= start) or ((day - 1) % 7 in days and minute < end)
+
+    def describe(self) -> str:
+        days = self.days if isinstance(self.days, str) else ",".join(self.days)
+        return f"{days} {self.start}-{self.end}"
+
+
+class PolicyConfig(BaseModel):
+    """Access rules; durations in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    person_cooldown_seconds: float = Field(
+        10.0, ge=0, description="after unlocking (or denying) a person, ignore them at that door this long")
+    door_cooldown_seconds: float = Field(3.0, ge=0, description="minimum time between two unlocks of a door")
+    once_per_track: bool = Field(
+        True, description="a track (one stay in front of the camera) unlocks once; stepping away and back "
+                          "again, after the person cooldown, unlocks again")
+    lockout_after_unknowns: int = Field(
+        5, ge=0, description="unknown faces (one per track) in the window that start a lockout; 0 = never")
+    lockout_window_seconds: float = Field(60.0, gt=0, description="window in which unknown faces are counted")
+    lockout_seconds: float = Field(300.0, ge=0, description="how long nobody gets in after a lockout starts")
+    schedules: dict[str, list[ScheduleWindow]] = Field(
+        default_factory=dict, description="person id -> windows when they may enter; not listed: always")
+    timezone: str | None = Field(None, description="IANA zone for schedules (Europe/Berlin); None = system")
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+# ------------------------------------------------------------------------------------------------- clock
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """time.monotonic for durations, the local wall clock (or ``timezone``) for schedules."""
+
+    def __init__(self, timezone: str | None = None):
+        self.tz = ZoneInfo(timezone) if timezone else None
+
+    def monotonic(self) -> float:
+        import time
+
+        return time.monotonic()
+
+    def now(self) -> datetime:
+        return datetime.now(self.tz) if self.tz else datetime.now()
+
+
+# ---------------------------------------------------------------------------------------------- in / out
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A track the tracker has decided on. ``person_id`` None means decided unknown."""
+
+    track_id: int
+    person_id: str | None
+    name: str | None = None
+    allowed: bool = False
+    masked: bool = False
+    score: float = 0.0
+
+
+@dataclass
+class PolicyDecision:
+    action: Action
+    door: str
+    person_id: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+def observations(tracks: Iterable[Any], unknown: str = "unknown") -> list[Observation]:
+    """Observations from decided tracker tracks (``Track.decided``, ``.identification``, ``.masked``,
+    ``.best_score``); undecided tracks are left out, as the policy acts only after the vote."""
+    out = []
+    for t in tracks:
+        decided = t.decided
+        if decided is None:
+            continue
+        ident = t.identification
+        if decided == unknown:
+            out.append(Observation(t.id, None, None, False, bool(t.masked), float(t.best_score)))
+        else:
+            allowed = bool(getattr(ident, "allowed", False))
+            out.append(Observation(t.id, decided, getattr(ident, "name", None), allowed, bool(t.masked),
+                                   float(t.best_score)))
+    return out
+
+
+@dataclass
+class _TrackState:
+    last_seen: float
+    unknown_counted: bool = False
+    granted: bool = False
+    masked: bool | None = None
+
+
+# ------------------------------------------------------------------------------------------------ policy
+
+
+class AccessPolicy:
+    """Stateful rule engine; call :meth:`decide` once per door and frame with the decided tracks."""
+
+    def __init__(self, config: PolicyConfig | None = None, clock: Clock | None = None):
+        self.config = config or PolicyConfig()
+        self.clock: Clock = clock or SystemClock(self.config.timezone)
+        self._tracks: dict[tuple[str, int], _TrackState] = {}  # (door, track id): each camera has its tracker
+        self._unknowns: dict[str, deque[float]] = {}  # per door: times of unknown faces in the window
+        self._locked_until: dict[str, float] = {}  # per door
+        self._last_unlock_door: dict[str, float] = {}
+        self._last_unlock_person: dict[tuple[str, str], float] = {}
+        self._last_deny: dict[tuple[str, str], float] = {}
+
+    # -- lockout --------------------------------------------------------------------------------
+
+    def lockout_remaining(self, door: str | None = None) -> float:
+        """Seconds of lockout left at ``door`` (any door when None; 0 when none), for the kiosk and MQTT."""
+        t = self.clock.monotonic()
+        ends = [u for d, u in self._locked_until.items() if door is None or d == door]
+        return max([0.0, *(u - t for u in ends)])
+
+    def clear_lockout(self, door: str | None = None) -> bool:
+        """End a lockout early (an operator command) at ``door`` or every door; True when one was active."""
+        active = self.lockout_remaining(door) > 0
+        for d in [d for d in self._locked_until if door is None or d == door]:
+            del self._locked_until[d]
+        for d in [d for d in self._unknowns if door is None or d == door]:
+            del self._unknowns[d]
+        return active
+
+    def _count_unknown(self, t: float, door: str, track_id: int, events: list[Event],
+                       reasons: list[str]) -> None:
+        c = self.config
+        if c.lockout_after_unknowns <= 0 or door in self._locked_until:
+            return
+        times = self._unknowns.setdefault(door, deque())
+        times.append(t)
+        while times and times[0] <= t - c.lockout_window_seconds:
+            times.popleft()
+        if len(times) >= c.lockout_after_unknowns:
+            self._locked_until[door] = t + c.lockout_seconds
+            until = self.clock.now() + timedelta(seconds=c.lockout_seconds)
+            events.append(("lockout", {"door": door, "unknowns": len(times), "track_id": track_id,
+                                       "window_seconds": c.lockout_window_seconds,
+                                       "seconds": c.lockout_seconds,
+                                       "until": until.isoformat(timespec="seconds")}))
+            reasons.append(f"lockout for {c.lockout_seconds:.0f} s: {len(times)} unknown faces "
+                           f"within {c.lockout_window_seconds:.0f} s")
+            del self._unknowns[door]
+
+    # -- rules ----------------------------------------------------------------------------------
+
+    def schedule_problem(self, person_id: str, when: datetime) -> str | None:
+        windows = self.config.schedules.get(person_id)
+        if not windows or any(w.contains(when) for w in windows):
+            return None
+        allowed = "; ".join(w.describe() for w in windows)
+        return f"outside their schedule ({when:%a %H:%M}; allowed {allowed})"
+
+    def decide(self, tracks: Iterable[Observation], door: str = "door") -> PolicyDecision:
+        c = self.config
+        t = self.clock.monotonic()
+        now = self.clock.now()
+        reasons: list[str] = []
+        events: list[Event] = []
+        self._expire(t, door, events, reasons)
+
+        # Unknown faces first: if they start a lockout, a known face in the same frame is already held.
+        obs = sorted(tracks, key=lambda o: (o.person_id is not None, -o.score, o.track_id))
+        fresh_unknown = False
+        unlockable: list[Observation] = []
+        denied: list[tuple[Observation, str]] = []
+        for o in obs:
+            state = self._tracks.setdefault((door, o.track_id), _TrackState(t))
+            state.last_seen = t
+            if state.masked != o.masked:
+                state.masked = o.masked
+                events.append(("mask_status", {"door": door, "track_id": o.track_id, "person_id": o.person_id,
+                                               "masked": o.masked}))
+            label = f"track {o.track_id}"
+            if o.person_id is None:
+                if state.unknown_counted:
+                    reasons.append(f"{label}: unknown face (already reported)")
+                    continue
+                state.unknown_counted = True
+                fresh_unknown = True
+                reasons.append(f"{label}: unknown face")
+                events.append(("unknown_face", {"door": door, "track_id": o.track_id, "masked": o.masked,
+                                                "score": round(o.score, 4)}))
+                self._count_unknown(t, door, o.track_id, events, reasons)
+                continue
+            who = f"{label}: {o.name or o.person_id} ({o.person_id})"
+            problem = None
+            if door in self._locked_until:
+                problem = f"lockout active for {self._locked_until[door] - t:.0f} s more"
+            elif not o.allowed:
+                problem = "not allowed"
+            else:
+                problem = self.schedule_problem(o.person_id, now)
+            if problem is not None:
+                denied.append((o, problem))
+                continue
+            if c.once_per_track and state.granted:
+                reasons.append(f"{who}: already let in during this stay (one unlock per track)")
+                continue
+            since_person = t - self._last_unlock_person.get((door, o.person_id), float("-inf"))
+            if since_person < c.person_cooldown_seconds:
+                reasons.append(f"{who}: unlocked {since_person:.0f} s ago (person cooldown)")
+                continue
+            unlockable.append(o)
+
+        reported: list[Observation] = []
+        for o, problem in denied:
+            who = f"track {o.track_id}: {o.name or o.person_id} ({o.person_id})"
+            key = (door, o.person_id or "")
+            if t - self._last_deny.get(key, float("-inf")) < c.person_cooldown_seconds:
+                reasons.append(f"{who}: denied, {problem} (repeat, not reported)")
+                continue
+            self._last_deny[key] = t
+            reported.append(o)
+            reasons.append(f"{who}: denied, {problem}")
+            events.append(("access_denied", {"door": door, "track_id": o.track_id, "person_id": o.person_id,
+                                             "name": o.name, "masked": o.masked, "score": round(o.score, 4),
+                                             "reason": problem}))
+
+        since_door = t - self._last_unlock_door.get(door, float("-inf"))
+        if unlockable and since_door < c.door_cooldown_seconds:
+            for o in unlockable:
+                reasons.append(f"track {o.track_id}: {o.name or o.person_id} ({o.person_id}): door unlocked "
+                               f"{since_door:.1f} s ago (door cooldown)")
+            unlockable = []
+        if unlockable:
+            o = max(unlockable, key=lambda x: x.score)
+            self._last_unlock_door[door] = t
+            self._last_unlock_person[(door, o.person_id or "")] = t
+            self._tracks[(door, o.track_id)].granted = True
+            reasons.append(f"track {o.track_id}: {o.name or o.person_id} ({o.person_id}): allowed, unlock "
+                           f"({'masked' if o.masked else 'unmasked'}, score {o.score:.3f})")
+            events.append(("access_granted", {"door": door, "track_id": o.track_id, "person_id": o.person_id,
+                                              "name": o.name, "masked": o.masked,
+                                              "score": round(o.score, 4)}))
+            return PolicyDecision("unlock", door, o.person_id, reasons, events)
+        if reported:
+            return PolicyDecision("deny", door, reported[0].person_id, reasons, events)
+        if fresh_unknown:
+            return PolicyDecision("deny", door, None, reasons, events)
+        return PolicyDecision("none", door, None, reasons, events)
+
+    def _expire(self, t: float, door: str, events: list[Event], reasons: list[str]) -> None:
+        if door in self._locked_until and t >= self._locked_until[door]:
+            del self._locked_until[door]
+            events.append(("lockout_ended", {"door": door}))
+            reasons.append("lockout ended")
+        for key in [k for k, s in self._tracks.items() if t - s.last_seen > TRACK_MEMORY_SECONDS]:
+            del self._tracks[key]
+        horizon = max(self.config.person_cooldown_seconds, self.config.door_cooldown_seconds)
+        for table in (self._last_unlock_person, self._last_deny, self._last_unlock_door):
+            for key in [k for k, v in table.items() if t - v > horizon]:
+                del table[key]
+

@@ -1,0 +1,709 @@
+"""Where frames come from: the Pi camera, USB/IP cameras, video files, image folders, a synthetic scene.
+
+Every backend hands out the same :class:`Frame` (RGB uint8, index, timestamp, optional low-resolution
+copy) through the small :class:`FrameSource` protocol, so the recognizer and the tests never care which
+camera is attached. ``read()`` returns ``None`` only at the end of a finite source (file, folder,
+synthetic script); a live source that fails raises :class:`SourceUnavailable`, which
+:class:`ResilientSource` turns into retries with exponential back-off instead of a crash.
+
+picamera2 comes from apt on Raspberry Pi OS and drags in libcamera, so it is imported inside
+:meth:`Picamera2Source.open` only: importing this module works on any machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from edge_mfr.errors import EdgeMfrError, ImageError, InputNotFoundError
+from edge_mfr.vision.imageio import is_image_path, list_images, read_image
+from edge_mfr.vision.types import Face
+
+log = logging.getLogger(__name__)
+
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+class SourceError(EdgeMfrError, RuntimeError):
+    """A frame source cannot be used: bad spec, missing backend, corrupt file."""
+
+
+class SourceUnavailable(SourceError):
+    """A live source is (for now) gone: camera unplugged, stream dropped. Worth retrying."""
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One frame. ``image`` is RGB uint8 HxWx3; ``timestamp`` is seconds (stream time for files and
+    scripted sources, ``time.monotonic()`` for live ones); ``lores`` is an optional smaller RGB copy of
+    the same field of view, made by the camera's ISP for free, for the detector to run on.
+    """
+
+    image: np.ndarray
+    index: int
+    timestamp: float
+    lores: np.ndarray | None = None
+
+    def detection_view(self) -> tuple[np.ndarray, float, float]:
+        """(image to detect on, sx, sy): multiply lores x by ``sx`` and y by ``sy`` to get main pixels.
+
+        The lores stream shows the same field of view as the main one, only scaled, so the mapping is a
+        per-axis scale (the two factors differ only when the aspect ratios differ).
+        """
+        if self.lores is None:
+            return self.image, 1.0, 1.0
+        h, w = self.image.shape[:2]
+        lh, lw = self.lores.shape[:2]
+        return self.lores, w / lw, h / lh
+
+
+def scale_faces(faces: Sequence[Face], sx: float, sy: float) -> list[Face]:
+    """Faces found on a lores image mapped into main-image pixels (see :meth:`Frame.detection_view`)."""
+    if sx == 1.0 and sy == 1.0:
+        return list(faces)
+    box_scale = np.array([sx, sy, sx, sy], dtype=np.float32)
+    kp_scale = np.array([sx, sy], dtype=np.float32)
+    return [replace(f, box=(f.box * box_scale).astype(np.float32),
+                    keypoints=(f.keypoints * kp_scale).astype(np.float32)) for f in faces]
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """What the appliance reads frames from. ``live`` sources can drop out and come back."""
+
+    name: str
+    live: bool
+
+    def open(self) -> None: ...
+
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> FrameSource: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class _Base:
+    """Context-manager plumbing shared by the backends."""
+
+    name = "source"
+    live = False
+
+    def open(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self):
+        """Frames until the end of a finite source (opening it first if needed)."""
+        while (frame := self.read()) is not None:  # type: ignore[attr-defined]
+            yield frame
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+# --------------------------------------------------------------------------------------------- Pi camera
+
+
+class Picamera2Source(_Base):
+    """The Raspberry Pi camera through picamera2 (libcamera), main + lores streams.
+
+    The main stream (``size``, default 1280x720) is requested as "BGR888", which in libcamera's naming
+    is [R, G, B] byte order, so it arrives RGB without a conversion. The lores stream (``lores_size``,
+    default 320x240, YUV420 which every Pi ISP can scale to) is converted to RGB and given as
+    ``Frame.lores``: BlazeFace only needs 128x128, so detecting on it is cheap, and face boxes scale back
+    to main pixels by (main_w / lores_w, main_h / lores_h), see :meth:`Frame.detection_view`. Keep the
+    aspect ratios equal to avoid a squashed lores image, and the lores width a multiple of 64 (YUV420
+    rows are not padded then). Pass ``lores_size=None`` to skip the lores stream.
+    """
+
+    live = True
+
+    def __init__(self, camera_num: int = 0, size: tuple[int, int] = (1280, 720),
+                 lores_size: tuple[int, int] | None = (320, 180), fps: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.camera_num = camera_num
+        self.size = size
+        self.lores_size = lores_size
+        self.fps = fps
+        self.clock = clock
+        self.name = f"picamera2:{camera_num}"
+        self._cam: Any = None
+        self._index = 0
+
+    def open(self) -> None:
+        if self._cam is not None:
+            return
+        try:
+            from picamera2 import Picamera2  # lazy: only a Pi with python3-picamera2 has it
+        except ImportError as exc:
+            raise SourceError(f"{self.name}: picamera2 is not available ({exc}); on Raspberry Pi OS install "
+                              "python3-picamera2 and create the venv with --system-site-packages, or use a "
+                              "USB camera (/dev/video0) or a video file") from None
+        try:
+            cam = Picamera2(self.camera_num)
+        except Exception as exc:  # libcamera raises IndexError/RuntimeError when no camera is attached
+            raise SourceUnavailable(f"{self.name}: no camera found by libcamera ({type(exc).__name__}: {exc})"
+                                    ) from None
+        try:
+            streams: dict[str, Any] = {"main": {"size": tuple(self.size), "format": "BGR888"}}
+            if self.lores_size is not None:
+                streams["lores"] = {"size": tuple(self.lores_size), "format": "YUV420"}
+            if self.fps:
+                streams["controls"] = {"FrameRate": float(self.fps)}
+            config = cam.create_video_configuration(**streams)
+            cam.configure(config)
+            cam.start()
+        except Exception as exc:
+            cam.close()
+            raise SourceUnavailable(f"{self.name}: cannot start the camera ({type(exc).__name__}: {exc})"
+                                    ) from None
+        self._cam = cam
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._cam is None:
+            self.open()
+        try:
+            request = self._cam.capture_request()
+        except Exception as exc:
+            self.close()
+            raise SourceUnavailable(f"{self.name}: capture failed ({type(exc).__name__}: {exc})") from None
+        try:
+            main = np.ascontiguousarray(request.make_array("main")[:, :, :3])
+            lores = None
+            if self.lores_size is not None:
+                lores = yuv420_to_rgb(request.make_array("lores"), self.lores_size)
+            metadata = request.get_metadata() or {}
+        finally:
+            request.release()
+        sensor_ns = metadata.get("SensorTimestamp")
+        timestamp = sensor_ns / 1e9 if sensor_ns else self.clock()
+        frame = Frame(main, self._index, float(timestamp), lores)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        cam, self._cam = self._cam, None
+        if cam is None:
+            return
+        for step in (cam.stop, cam.close):
+            try:
+                step()
+            except Exception as exc:  # closing a camera that vanished must not mask the original error
+                log.debug("%s: %s failed: %s", self.name, step.__name__, exc)
+
+
+def yuv420_to_rgb(planar: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """picamera2's YUV420 array ((h * 3 / 2) x w: Y rows, then U, then V) to RGB uint8 h x w."""
+    w, h = size
+    if planar.shape[0] != h * 3 // 2 or planar.shape[1] < w:
+        raise SourceError(f"lores YUV420 buffer is {planar.shape[1]}x{planar.shape[0]}, "
+                          f"expected {w}x{h * 3 // 2}")
+    if planar.shape[1] != w:
+        raise SourceError(f"lores YUV420 rows are padded to {planar.shape[1]} for width {w}; "
+                          "use a lores width that is a multiple of 64")
+    return cv2.cvtColor(np.ascontiguousarray(planar), cv2.COLOR_YUV2RGB_I420)
+
+
+# ----------------------------------------------------------------------------------------------- OpenCV
+
+
+class OpenCVSource(_Base):
+    """USB cameras (index or /dev/videoN), network streams (RTSP/HTTP) and video files via OpenCV.
+
+    Files are finite and timestamped by their own stream clock; cameras and URLs are live, timestamped
+    with ``clock`` and keep a one-frame buffer where the backend allows, so a slow recognizer sees the
+    newest frame rather than a growing queue.
+    """
+
+    def __init__(self, target: int | str | Path, live: bool | None = None, width: int | None = None,
+                 height: int | None = None, fps: float | None = None, fourcc: str | None = None,
+                 timeout_ms: int = 5000, clock: Callable[[], float] = time.monotonic):
+        self.target: int | str = target if isinstance(target, int) else str(target)
+        is_file = isinstance(self.target, str) and not self.target.startswith(URL_SCHEMES) and \
+            not self.target.startswith("/dev/")
+        self.live = (not is_file) if live is None else live
+        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
+        self.timeout_ms = timeout_ms
+        self.clock = clock
+        self.name = _redact(str(self.target))
+        self._cap: cv2.VideoCapture | None = None
+        self._index = 0
+
+    def open(self) -> None:
+        if self._cap is not None:
+            return
+        target = self.target
+        if not self.live and not Path(str(target)).exists():
+            raise InputNotFoundError(f"{self.name}: no such file")
+        if not self.live and Path(str(target)).is_dir():
+            raise SourceError(f"{self.name}: is a folder; image folders are read by ImageFolderSource")
+        if isinstance(target, str) and target.startswith(URL_SCHEMES):
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms,
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms]
+            cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+        else:
+            cap = cv2.VideoCapture(target)
+        if not cap.isOpened():
+            cap.release()
+            if self.live:
+                raise SourceUnavailable(f"{self.name}: cannot open the camera or stream")
+            raise SourceError(f"{self.name}: not a readable video (corrupt or unsupported format)")
+        if self.live:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            if self.fourcc:
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.fourcc[:4].ljust(4)))
+            if self.width:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+            if self.height:
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+            if self.fps:
+                cap.set(cv2.CAP_PROP_FPS, self.fps)
+        self._cap = cap
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            self.open()
+        assert self._cap is not None
+        ok, bgr = self._cap.read()
+        if not ok or bgr is None:
+            if self.live:
+                self.close()
+                raise SourceUnavailable(f"{self.name}: no frame (camera unplugged or stream dropped)")
+            if self._index == 0:
+                self.close()
+                raise SourceError(f"{self.name}: not a readable video (no frame could be decoded)")
+            return None
+        if bgr.ndim == 2:
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+        else:
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if self.live:
+            timestamp = self.clock()
+        else:
+            timestamp = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        frame = Frame(rgb, self._index, float(timestamp))
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+def _redact(spec: str) -> str:
+    """Hide a password in rtsp://user:password@host so it never reaches logs or MQTT."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", spec)
+
+
+# ------------------------------------------------------------------------------------------ image folder
+
+
+class ImageFolderSource(_Base):
+    """The images of a folder (recursive, sorted by path) or a single image file, optionally looped.
+
+    Timestamps are ``index / fps`` so a folder replays like a video. An unreadable image is logged and
+    skipped; a folder with no readable image at all is an error.
+    """
+
+    def __init__(self, folder: str | Path, loop: bool = False, fps: float = 10.0):
+        self.folder = Path(folder)
+        self.loop = loop
+        self.fps = fps
+        self.name = str(folder)
+        self.paths: list[Path] = []
+        self._pos = 0
+        self._index = 0
+        self._opened = False
+
+    def open(self) -> None:
+        if self._opened:
+            return
+        if not self.folder.exists():
+            raise InputNotFoundError(f"{self.folder}: no such file or folder")
+        self.paths = [self.folder] if self.folder.is_file() else list_images(self.folder)
+        if not self.paths:
+            raise SourceError(f"{self.folder}: no images found (.jpg, .png, .bmp, .webp, .tif)")
+        self._pos = self._index = 0
+        self._opened = True
+
+    def read(self) -> Frame | None:
+        if not self._opened:
+            self.open()
+        failures = 0
+        while True:
+            if self._pos >= len(self.paths):
+                if not self.loop:
+                    return None
+                self._pos = 0
+            path = self.paths[self._pos]
+            self._pos += 1
+            try:
+                image = read_image(path)
+            except (ImageError, InputNotFoundError) as exc:
+                log.warning("skipping %s", exc)
+                failures += 1
+                if failures >= len(self.paths):
+                    raise SourceError(f"{self.folder}: none of its {len(self.paths)} images is readable"
+                                      ) from None
+                continue
+            frame = Frame(image, self._index, self._index / self.fps)
+            self._index += 1
+            return frame
+
+    def close(self) -> None:
+        self._opened = False
+
+
+# ---------------------------------------------------------------------------------------------- synthetic
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where frame ``i`` shows a face: top-left corner (x, y) in frame pixels, scale of the face image,
+    and which of the given face images to paste."""
+
+    x: float
+    y: float
+    scale: float = 1.0
+    image: int = 0
+
+
+def approach_script(size: tuple[int, int], face_shape: tuple[int, int], frames: int = 60,
+                    empty_before: int = 3, empty_after: int = 3) -> list[Placement | None]:
+    """A person walking up to the door: enters from the left, moves to the centre while growing from
+    0.6x to 1.0x, then leaves; a few empty frames on both ends."""
+    w, h = size
+    fh, fw = face_shape
+    out: list[Placement | None] = [None] * empty_before
+    n = max(frames - empty_before - empty_after, 1)
+    for i in range(n):
+        t = i / max(n - 1, 1)  # 0..1 over the visible part
+        scale = 0.6 + 0.4 * min(1.0, t / 0.5)  # grows while walking up
+        if t < 0.5:
+            x_centre = w * (0.25 + 0.25 * t / 0.5)  # walks to the centre
+        elif t < 0.8:
+            x_centre = w * 0.5  # stands at the door
+        else:
+            x_centre = w * (0.5 + 0.25 * (t - 0.8) / 0.2)  # walks off to the right
+        out.append(Placement(x_centre - fw * scale / 2, h * 0.5 - fh * scale / 2, scale))
+    out += [None] * empty_after
+    return out
+
+
+class SyntheticSource(_Base):
+    """A deterministic scripted scene: face images pasted over a background at scripted places.
+
+    ``faces``: one RGB image or a list (a ``Placement.image`` picks one). ``script``: one entry per frame,
+    a :class:`Placement`, a list of them (several faces) or ``None`` (empty frame); by default
+    :func:`approach_script`. The background is a fixed image or a seeded gradient + noise of ``size``
+    (width, height). The same arguments always give the same frames, so tests and the demo are
+    reproducible; :meth:`boxes` tells where each face was pasted.
+    """
+
+    def __init__(self, faces: np.ndarray | Sequence[np.ndarray], script: Sequence[Any] | None = None,
+                 size: tuple[int, int] = (640, 480), background: np.ndarray | None = None,
+                 fps: float = 15.0, loop: bool = False, seed: int = 0, name: str = "synthetic"):
+        face_list = [faces] if isinstance(faces, np.ndarray) else list(faces)
+        if not face_list:
+            raise SourceError("synthetic source: no face image given")
+        for img in face_list:
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise SourceError(f"synthetic source: face images must be RGB uint8 HxWx3, "
+                                  f"got {img.shape} {img.dtype}")
+        self.faces = face_list
+        if background is not None:
+            self.background = np.ascontiguousarray(background)
+            self.size = (background.shape[1], background.shape[0])
+        else:
+            self.size = size
+            self.background = _background(size, seed)
+        self.script: list[list[Placement]] = [
+            [] if s is None else ([s] if isinstance(s, Placement) else list(s))
+            for s in (script if script is not None else approach_script(self.size, face_list[0].shape[:2]))
+        ]
+        if not self.script:
+            raise SourceError("synthetic source: the script has no frames")
+        self.fps = fps
+        self.loop = loop
+        self.name = name
+        self._index = 0
+
+    def open(self) -> None:
+        self._index = 0
+
+    def render(self, i: int) -> np.ndarray:
+        """Frame ``i`` of the script (modulo its length)."""
+        frame = self.background.copy()
+        for p in self.script[i % len(self.script)]:
+            face = self.faces[p.image]
+            fh, fw = face.shape[:2]
+            nw, nh = max(1, round(fw * p.scale)), max(1, round(fh * p.scale))
+            if (nw, nh) != (fw, fh):
+                interp = cv2.INTER_AREA if p.scale < 1 else cv2.INTER_LINEAR
+                face = cv2.resize(face, (nw, nh), interpolation=interp)
+            _paste(frame, face, round(p.x), round(p.y))
+        return frame
+
+    def boxes(self, i: int) -> list[np.ndarray]:
+        """Pasted face-image rectangles (x1, y1, x2, y2) of frame ``i``, clipped to the frame."""
+        w, h = self.size
+        out = []
+        for p in self.script[i % len(self.script)]:
+            fh, fw = self.faces[p.image].shape[:2]
+            box = np.array([p.x, p.y, p.x + fw * p.scale, p.y + fh * p.scale], dtype=np.float32)
+            out.append(np.clip(box, 0, [w, h, w, h]))
+        return out
+
+    def read(self) -> Frame | None:
+        if self._index >= len(self.script) and not self.loop:
+            return None
+        frame = Frame(self.render(self._index), self._index, self._index / self.fps)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self.script)
+
+
+def _background(size: tuple[int, int], seed: int) -> np.ndarray:
+    w, h = size
+    rng = np.random.default_rng(seed)
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([60 + 80 * gx / max(w, 1), 70 + 60 * gy / max(h, 1),
+                     90 + 40 * (gx + gy) / max(w + h, 1)], -1)
+    noise = rng.normal(0, 6, (h, w, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def _paste(dst: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
+    h, w = dst.shape[:2]
+    sh, sw = src.shape[:2]
+    x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + sw, w), min(y + sh, h)
+    if x1 >= x2 or y1 >= y2:
+        return
+    dst[y1:y2, x1:x2] = src[y1 - y : y2 - y, x1 - x : x2 - x]
+
+
+# -------------------------------------------------------------------------------------------- resilience
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry delays: ``min_seconds``, doubling (``factor``) up to ``max_seconds``."""
+
+    min_seconds: float = 0.5
+    max_seconds: float = 30.0
+    factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_seconds <= self.max_seconds or self.factor < 1:
+            raise ValueError("back-off needs 0 < min_seconds <= max_seconds and factor >= 1")
+
+    def delay(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1-based)."""
+        return min(self.max_seconds, self.min_seconds * self.factor ** max(attempt - 1, 0))
+
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+
+
+class ResilientSource(_Base):
+    """Wraps a source so a live camera that disappears is reopened with exponential back-off.
+
+    ``read()`` blocks while the camera is gone, retrying forever (or ``max_attempts``); each failure is
+    logged and reported through ``on_event("source_lost", {...})`` *before* the wait, so the caller can
+    publish its state and feed the systemd watchdog (keep ``max_seconds`` below WatchdogSec); recovery
+    reports ``"source_restored"``. Finite sources pass straight through: their end is ``None`` and their
+    errors are raised. Frame indices keep counting across reconnects. ``stop`` (a threading.Event) ends
+    the waiting early: ``read()`` then returns ``None``. ``clock``/``sleep`` are injectable for tests.
+    """
+
+    def __init__(self, source: FrameSource, backoff: Backoff | None = None,
+                 on_event: EventCallback | None = None, max_attempts: int | None = None,
+                 stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] | None = None):
+        self.source = source
+        self.backoff = backoff or Backoff()
+        self.on_event = on_event
+        self.max_attempts = max_attempts
+        self.stop = stop
+        self.clock = clock
+        self.sleep = sleep or (stop.wait if stop is not None else time.sleep)
+        self.name = source.name
+        self.live = source.live
+        self.failures = 0  # consecutive failures of the current outage
+        self.outages = 0
+        self._index = 0
+        self._lost_at: float | None = None
+        self._opened = False
+
+    def _report(self, kind: str, payload: dict[str, Any]) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(kind, payload)
+        except Exception:  # a broken reporter must not take the camera loop down
+            log.exception("%s: event callback failed", self.name)
+
+    def _stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def _failed(self, exc: SourceError) -> bool:
+        """Record one failure and wait; False when giving up or asked to stop."""
+        if not self.live or not isinstance(exc, SourceUnavailable):
+            raise exc
+        try:
+            self.source.close()
+        except Exception as close_exc:
+            log.debug("%s: close after failure: %s", self.name, close_exc)
+        self._opened = False
+        if self.failures == 0:
+            self._lost_at = self.clock()
+            self.outages += 1
+        self.failures += 1
+        if self.max_attempts is not None and self.failures > self.max_attempts:
+            raise SourceUnavailable(f"{exc} (gave up after {self.max_attempts} retries)")
+        delay = self.backoff.delay(self.failures)
+        log.warning("%s; retry %d in %.1f s", exc, self.failures, delay)
+        self._report("source_lost", {"source": self.name, "error": str(exc), "attempt": self.failures,
+                                     "retry_in": delay})
+        if self._stopped():
+            return False
+        self.sleep(delay)
+        return not self._stopped()
+
+    def open(self) -> None:
+        while not self._opened:
+            try:
+                self.source.open()
+                self._opened = True
+            except SourceError as exc:
+                if not self._failed(exc):
+                    return
+
+    def read(self) -> Frame | None:
+        while True:
+            if self._stopped():
+                return None
+            try:
+                if not self._opened:
+                    self.source.open()
+                    self._opened = True
+                frame = self.source.read()
+            except SourceError as exc:
+                if not self._failed(exc):
+                    return None
+                continue
+            if frame is None:
+                return None
+            if self.failures:
+                downtime = self.clock() - (self._lost_at or self.clock())
+                log.info("%s: frames again after %d retries (%.1f s)", self.name, self.failures, downtime)
+                self._report("source_restored", {"source": self.name, "attempts": self.failures,
+                                                 "downtime": downtime})
+                self.failures = 0
+            frame = replace(frame, index=self._index)
+            self._index += 1
+            return frame
+
+    def close(self) -> None:
+        self._opened = False
+        self.source.close()
+
+
+# ----------------------------------------------------------------------------------------------- factory
+
+
+def make_source(spec: str, resilient: bool = False, **opts: Any) -> FrameSource:
+    """A source from its config/CLI spelling.
+
+    ``picamera2`` or ``picamera2:N``; ``0`` (camera index) or ``/dev/videoN``; ``rtsp://``, ``http(s)://``
+    and other stream URLs; a video file; an image file or a folder of images; ``synthetic`` or
+    ``synthetic:PATH`` (an image or folder of face images; default: scikit-image's astronaut). ``opts``
+    go to the backend's constructor. With ``resilient`` a live source is wrapped in
+    :class:`ResilientSource` (``backoff``/``on_event`` are taken from ``opts`` for it).
+    """
+    spec = spec.strip()
+    if not spec:
+        raise SourceError("empty source spec; use picamera2, /dev/video0, a camera index, a URL, a file "
+                          "or a folder")
+    wrapper_opts = {k: opts.pop(k) for k in ("backoff", "on_event", "max_attempts", "stop") if k in opts}
+    source = _make(spec, opts)
+    if resilient and source.live:
+        return ResilientSource(source, **wrapper_opts)
+    return source
+
+
+def _make(spec: str, opts: dict[str, Any]) -> FrameSource:
+    try:
+        if spec == "picamera2" or spec.startswith("picamera2:"):
+            num = spec.partition(":")[2]
+            if num and not num.isdigit():
+                raise SourceError(f"{spec!r}: camera number must be an integer, e.g. picamera2:0")
+            return Picamera2Source(int(num or 0), **opts)
+        if spec == "synthetic" or spec.startswith("synthetic:"):
+            return _make_synthetic(spec.partition(":")[2], opts)
+        if spec.isdigit():
+            return OpenCVSource(int(spec), live=True, **opts)
+        if spec.startswith("/dev/"):
+            return OpenCVSource(spec, live=True, **opts)
+        if "://" in spec:
+            if not spec.startswith(URL_SCHEMES):
+                schemes = ", ".join(URL_SCHEMES)
+                raise SourceError(f"{_redact(spec)}: unsupported URL scheme; use one of {schemes}")
+            return OpenCVSource(spec, live=True, **opts)
+        path = Path(spec)
+        if not path.exists():
+            raise InputNotFoundError(f"{spec}: no such file, folder or camera")
+        if path.is_dir() or is_image_path(path):
+            return ImageFolderSource(path, **opts)
+        return OpenCVSource(path, live=False, **opts)
+    except TypeError as exc:  # an option the backend does not take
+        raise SourceError(f"{_redact(spec)}: {exc}") from None
+
+
+def _make_synthetic(arg: str, opts: dict[str, Any]) -> SyntheticSource:
+    if "faces" not in opts:
+        if arg:
+            path = Path(arg)
+            if not path.exists():
+                raise InputNotFoundError(f"{arg}: no such file or folder")
+            files = [path] if path.is_file() else list_images(path)
+            if not files:
+                raise SourceError(f"{arg}: no images found for the synthetic source")
+            opts["faces"] = [read_image(p) for p in files]
+        else:
+            try:
+                from skimage import data as skdata  # the demo extra; public-domain sample photo
+            except ImportError:
+                raise SourceError("synthetic source without images needs scikit-image (the 'demo' extra); "
+                                  "or give synthetic:PATH with face images") from None
+            opts["faces"] = np.ascontiguousarray(skdata.astronaut()[0:300, 100:340])
+    return SyntheticSource(**opts)
