@@ -195,7 +195,7 @@ def cmd_people(args: argparse.Namespace) -> int:
             print(f"{r['person_id']:24} {r['name']:24} {'yes' if r['allowed'] else 'no':7} {r['real']:>4} "
                   f"{r['synthetic']:>9}")
         return 0
-    if not args.person:
+    if not args.person and args.action != "reembed":
         raise EdgeMfrError(f"people {args.action}: name or id of the person is required")
     if args.action == "show":
         g = Gallery.load(gallery_path, None, with_crops=False)
@@ -205,6 +205,13 @@ def cmd_people(args: argparse.Namespace) -> int:
                           "templates": [{"source": t.source, "synthetic": t.synthetic, "mask_style": t.mask_style,
                                          "quality": t.quality, "enrolled_at": t.enrolled_at} for t in p.templates]},
                          indent=2))
+        return 0
+    if args.action == "reembed":
+        from edge_mfr.identity.enroll import reembed
+        from edge_mfr.vision.pipeline import FacePipeline
+
+        count = reembed(gallery_path, FacePipeline(num_threads=2, models_dir=args.models))
+        print(f"re-embedded {count} templates in {gallery_path} with the current model")
         return 0
     with Gallery.edit(gallery_path, None, create=False) as g:
         p = g.get(args.person)
@@ -311,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("people", help="list, show, rename, remove, allow or deny enrolled people")
-    p.add_argument("action", choices=["list", "show", "rename", "remove", "allow", "deny"])
+    p = sub.add_parser("people", help="list, show, rename, remove, allow or deny people; reembed after a model change")
+    p.add_argument("action", choices=["list", "show", "rename", "remove", "allow", "deny", "reembed"])
     p.add_argument("person", nargs="?", help="id or name")
     p.add_argument("new_name", nargs="?", help="for rename")
     p.add_argument("--gallery", help="gallery file (default: the state folder's gallery.npz)")

@@ -228,3 +228,45 @@ def enroll(gallery_path: Path, name: str, paths: Iterable[Path | str], pipeline:
             person = gallery.add_person(name, allowed=allowed)
         gallery.add_templates(person.person_id, result.embeddings, result.metas, crops=result.crops)
     return person.person_id, result
+
+
+def reembed(gallery_path: Path, pipeline: FacePipeline) -> int:
+    """Re-embed every template of a gallery that kept its crops with the current model; returns the count.
+
+    Synthetic templates are re-rendered on the kept real crop they came from (its keypoints found again
+    by the detector on the aligned crop), with the same mask style. All or nothing: on any error the file
+    stays as it was.
+    """
+    from edge_mfr.errors import GalleryError
+    from edge_mfr.vision.faces import best_face
+
+    assert pipeline.embedder is not None
+    styles = {style_name(s): s for s in standard_styles()}
+    with Gallery.edit(gallery_path, None, create=False) as gallery:
+        if not gallery.keep_crops:
+            raise GalleryError(f"{gallery_path}: this gallery kept no face crops; re-enroll everyone instead")
+        new: dict[str, np.ndarray] = {}
+        for person in gallery.people:
+            real = {t.source: c for t, c in zip(person.templates, person.crops, strict=True)
+                    if not t.synthetic and c is not None}
+            rows = []
+            for template, crop in zip(person.templates, person.crops, strict=True):
+                if not template.synthetic:
+                    if crop is None:
+                        raise GalleryError(f"{person.person_id}: template {template.source!r} has no kept crop")
+                    rows.append(crop)
+                    continue
+                base = real.get(template.source)
+                style = styles.get(template.mask_style or "")
+                if base is None or style is None:
+                    raise GalleryError(f"{person.person_id}: cannot re-render synthetic template "
+                                       f"{template.source!r} ({template.mask_style})")
+                face = best_face(pipeline.detect(base, crop_kind="aligned_crop"), base.shape)
+                if face is None:
+                    raise GalleryError(f"{person.person_id}: no face found again in the kept crop of "
+                                       f"{template.source!r}")
+                rng = np.random.default_rng(zlib.crc32(template.source.encode()))
+                rows.append(render_mask(base, face.keypoints, style, rng))
+            new[person.person_id] = pipeline.embedder.embed(np.stack(rows)) if rows else np.zeros((0, 512))
+        gallery.replace_embeddings(pipeline.embedder.model_sha256, new, dim=pipeline.embedder.dim)
+        return sum(len(v) for v in new.values())

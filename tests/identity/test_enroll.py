@@ -176,3 +176,30 @@ def test_enroll_from_a_real_photo_folder_and_recognise_a_held_out_photo(tmp_path
     identifier = Identifier(g, MaskStatusClassifier.load())
     ident = identifier.identify(pipeline.analyze(read_image(images[-1])))[0]
     assert ident.decision.candidate_id == g.people[0].person_id
+
+
+def test_reembed_after_a_model_change_needs_kept_crops(tmp_path, pipeline, astronaut):
+    from edge_mfr.identity.enroll import reembed
+
+    photo = _write(tmp_path / "e.jpg", astronaut)
+    kept = tmp_path / "kept.npz"
+    enroll(kept, "Eileen", [photo], pipeline, keep_crops=True)
+    # Pretend the gallery was built by another model: re-embedding brings it back to the current one.
+    g = Gallery.load(kept)
+    original = g.get("Eileen").embeddings.copy()
+    g.replace_embeddings("1" * 64, {g.get("Eileen").person_id: original})
+    g.save(kept)
+    with pytest.raises(GalleryModelMismatch, match="people reembed"):
+        Gallery.load(kept, pipeline.embedder.model_sha256)
+    assert reembed(kept, pipeline) == len(original)
+    again = Gallery.load(kept, pipeline.embedder.model_sha256).get("Eileen").embeddings
+    cos = np.sum(again * original, axis=1)
+    assert cos[0] > 0.999  # the real template is recomputed from its kept crop
+    assert cos.min() > 0.8  # synthetic ones are re-rendered (keypoints found again), close but not equal
+
+    plain = tmp_path / "plain.npz"
+    enroll(plain, "Eileen", [photo], pipeline)
+    before = plain.read_bytes()
+    with pytest.raises(GalleryError, match="re-enroll"):
+        reembed(plain, pipeline)
+    assert plain.read_bytes() == before
