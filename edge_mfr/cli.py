@@ -269,6 +269,25 @@ def cmd_events(args: argparse.Namespace) -> int:
     return events_command(load_config(args.config).journal.path, args.kind, args.since, args.limit, args.json)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_mfr.app import run_command
+
+    return run_command(args.config, source=args.source, max_frames=args.max_frames, models_dir=args.models,
+                       realtime=args.realtime)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge_mfr.demo import run_demo
+
+    return run_demo(Path(args.out) if args.out else None, models_dir=args.models)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_mfr.doctor import run_doctor
+
+    return run_doctor(args.config, models_dir=args.models, camera_timeout=args.camera_timeout)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge_mfr.bench import run_bench
 
@@ -346,6 +365,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("run", help="the appliance: camera -> recognition -> door lock (systemd's ExecStart)")
+    p.add_argument("--source", metavar="SPEC", help="override camera.source: picamera2, /dev/video0, a URL, "
+                                                    "a video file, an image folder or 'synthetic'")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames (tests)")
+    p.add_argument("--realtime", action="store_true", help="replay a video file at its own frame rate")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the whole appliance on a rendered clip: no Pi, camera or broker needed")
+    p.add_argument("--out", metavar="DIR", help="folder for the clip, gallery and journal (default: a new "
+                                                "temporary folder, kept and printed)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("doctor", help="check config, models, runtime, gallery, camera, GPIO, journal, broker")
+    p.add_argument("--camera-timeout", type=float, default=5.0, help="seconds to wait for a camera frame")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("bench", help="per-stage latency, fps, memory and load time on this machine")
     p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])
