@@ -319,7 +319,7 @@ class Appliance:
         sha = self.pipeline.embedder.model_sha256
         thresholds = self.config.recognition.thresholds
         if path.exists():
-            return Identifier.from_files(path, sha, self.models_dir, thresholds)
+            return Identifier.from_files(path, sha, self.models_dir, thresholds, out_of_process=True)
         log.warning("%s: no gallery yet, every face is unknown (enroll people with `edge-mfr enroll`)", path)
         return Identifier(Gallery.create(sha, dim=self.pipeline.embedder.dim),
                           MaskStatusClassifier.load(self.models_dir, sha), thresholds)

@@ -173,8 +173,22 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         bar.close()
     for line in result.summary_lines():
         print(line)
+    _refresh_svm(gallery, pipeline.embedder.model_sha256, args.models)
     print(f"enrolled {args.name!r} as {person_id} in {gallery}")
     return 0
+
+
+def _refresh_svm(gallery_path: Path, embedder_sha256: str | None, models_dir: Path | None) -> None:
+    """Refit the persisted SVM now, so the daemon finds fresh weights instead of fitting them itself."""
+    from edge_mfr.identity.classifier import IdentityClassifier
+    from edge_mfr.identity.gallery import Gallery
+    from edge_mfr.identity.svm import cache_path
+
+    gallery = Gallery.load(gallery_path, embedder_sha256, with_crops=False)
+    x, labels, metas = gallery.matrix()
+    if len(x):
+        IdentityClassifier().fit(x, labels, np.array([m.synthetic for m in metas], dtype=bool),
+                                 svm_cache=cache_path(gallery_path))
 
 
 def cmd_people(args: argparse.Namespace) -> int:
@@ -210,7 +224,9 @@ def cmd_people(args: argparse.Namespace) -> int:
         from edge_mfr.identity.enroll import reembed
         from edge_mfr.vision.pipeline import FacePipeline
 
-        count = reembed(gallery_path, FacePipeline(num_threads=2, models_dir=args.models))
+        pipeline = FacePipeline(num_threads=2, models_dir=args.models)
+        count = reembed(gallery_path, pipeline)
+        _refresh_svm(gallery_path, pipeline.embedder.model_sha256, args.models)
         print(f"re-embedded {count} templates in {gallery_path} with the current model")
         return 0
     with Gallery.edit(gallery_path, None, create=False) as g:
@@ -226,6 +242,8 @@ def cmd_people(args: argparse.Namespace) -> int:
         elif args.action in ("allow", "deny"):
             g.set_allowed(p.person_id, args.action == "allow")
             print(f"{p.person_id} ({p.name}) is now {'allowed' if args.action == 'allow' else 'denied'}")
+    if args.action == "remove":
+        _refresh_svm(gallery_path, None, args.models)
     return 0
 
 

@@ -13,11 +13,13 @@ a bare-faced one does, so one threshold for both would let masked strangers in o
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from edge_mfr.identity.svm import load_or_fit
 
 TOP_K = 3
 
@@ -66,8 +68,13 @@ class IdentityClassifier:
         self._svm_w: np.ndarray | None = None
         self._svm_b: np.ndarray | None = None
 
-    def fit(self, x: np.ndarray, labels: np.ndarray, synthetic: np.ndarray | None = None) -> IdentityClassifier:
-        """``synthetic`` marks rendered-mask templates (they never train the unmasked SVM)."""
+    def fit(self, x: np.ndarray, labels: np.ndarray, synthetic: np.ndarray | None = None,
+            svm_cache: Path | None = None, out_of_process: bool = False) -> IdentityClassifier:
+        """``synthetic`` marks rendered-mask templates (they never train the unmasked SVM).
+
+        ``svm_cache`` persists the SVM weights (see edge_mfr/identity/svm.py); ``out_of_process`` fits
+        a stale cache in a child process so this process never imports scikit-learn.
+        """
         labels = np.asarray(labels)
         self.ids = sorted(set(labels.tolist()))
         index = {pid: i for i, pid in enumerate(self.ids)}
@@ -77,21 +84,8 @@ class IdentityClassifier:
         self._svm_w = self._svm_b = None
         real = ~self._synthetic
         if len(set(self._owner[real].tolist())) >= 2:
-            from sklearn.svm import LinearSVC
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # convergence chatter on tiny galleries
-                svm = LinearSVC(C=1.0, class_weight="balanced", max_iter=5000)
-                svm.fit(self._templates[real], self._owner[real])
-            w, b = svm.coef_.astype(np.float32), svm.intercept_.astype(np.float32)
-            classes = svm.classes_
-            if len(classes) == 2:  # binary LinearSVC has one hyperplane: make it one per class
-                w, b = np.vstack([-w, w]), np.concatenate([-b, b])
-            # People with only synthetic templates (never the case after enrollment) get no SVM row.
-            full_w = np.zeros((len(self.ids), w.shape[1]), np.float32)
-            full_b = np.full(len(self.ids), -1e3, np.float32)
-            full_w[classes], full_b[classes] = w, b
-            self._svm_w, self._svm_b = full_w, full_b
+            self._svm_w, self._svm_b = load_or_fit(self._templates[real], self._owner[real], len(self.ids),
+                                                   svm_cache, out_of_process)
         return self
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 
 from edge_mfr.identity.classifier import Decision, IdentityClassifier, Thresholds
 from edge_mfr.identity.gallery import Gallery
+from edge_mfr.identity.svm import cache_path as svm_cache_path
 from edge_mfr.vision.mask_status import MaskStatusClassifier
 from edge_mfr.vision.pipeline import AnalyzedFace
 
@@ -27,20 +28,24 @@ class Identification:
 
 
 class Identifier:
-    def __init__(self, gallery: Gallery, mask_status: MaskStatusClassifier, thresholds: Thresholds | None = None):
+    def __init__(self, gallery: Gallery, mask_status: MaskStatusClassifier, thresholds: Thresholds | None = None,
+                 svm_cache: Path | None = None, out_of_process: bool = False):
         self.gallery = gallery
         self.mask_status = mask_status
         x, labels, metas = gallery.matrix()
         self.classifier = IdentityClassifier(thresholds)
         if len(x):
-            self.classifier.fit(x, labels, np.array([m.synthetic for m in metas], dtype=bool))
+            self.classifier.fit(x, labels, np.array([m.synthetic for m in metas], dtype=bool), svm_cache=svm_cache,
+                                out_of_process=out_of_process)
         self._people = {p.person_id: p for p in gallery.people}
 
     @classmethod
     def from_files(cls, gallery_path: Path, embedder_sha256: str, models_dir: Path | None = None,
-                   thresholds: Thresholds | None = None) -> Identifier:
+                   thresholds: Thresholds | None = None, out_of_process: bool = False) -> Identifier:
+        """Load the gallery and mask model; the SVM weights come from (or refresh) ``<gallery>.svm.npz``."""
         gallery = Gallery.load(gallery_path, embedder_sha256, with_crops=False)
-        return cls(gallery, MaskStatusClassifier.load(models_dir, embedder_sha256), thresholds)
+        return cls(gallery, MaskStatusClassifier.load(models_dir, embedder_sha256), thresholds,
+                   svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process)
 
     def identify(self, faces: list[AnalyzedFace]) -> list[Identification]:
         if not faces:

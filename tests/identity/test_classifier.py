@@ -94,3 +94,42 @@ def test_default_operating_point_is_stricter_for_masked_faces():
         Thresholds(unmasked=2.0)
     with pytest.raises(ValueError):
         Thresholds(bogus=1.0)
+
+
+def test_svm_weights_are_persisted_and_refitted_when_the_gallery_changes(tmp_path, gallery):
+    from edge_mfr.identity.svm import _read, fit_key
+
+    x, labels, synthetic, centres, mask_axis, rng = gallery
+    cache = tmp_path / "gallery.npz.svm.npz"
+    first = IdentityClassifier().fit(x, labels, synthetic, svm_cache=cache)
+    assert (cache.stat().st_mode & 0o777) == 0o600
+    real = ~synthetic
+    owner = np.array([first.ids.index(p) for p in labels])
+    assert _read(cache, fit_key(x[real], owner[real])) is not None
+    # Loading from the cache gives the same ranking as fitting.
+    again = IdentityClassifier().fit(x, labels, synthetic, svm_cache=cache)
+    probes = _unit(centres + 0.3 * _unit(rng.normal(size=(5, 512))))
+    assert np.allclose(first.rank_scores(probes, [False] * 5), again.rank_scores(probes, [False] * 5))
+    # A changed gallery does not match the key: refitted, here in a child process.
+    keep = labels != "p4"
+    child = IdentityClassifier().fit(x[keep], labels[keep], synthetic[keep], svm_cache=cache, out_of_process=True)
+    assert len(child) == 4
+    assert [d.candidate_id for d in child.decide(probes[:4], [False] * 4)] == ["p0", "p1", "p2", "p3"]
+
+
+def test_daemon_side_identifier_never_imports_sklearn(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from edge_mfr.identity.classifier import IdentityClassifier\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.normal(size=(12, 512)).astype(np.float32); x /= np.linalg.norm(x, axis=1, keepdims=True)\n"
+        "labels = np.array(['a', 'b', 'c'] * 4)\n"
+        f"IdentityClassifier().fit(x, labels, svm_cache=__import__('pathlib').Path({str(tmp_path)!r}) / 'g.svm.npz',"
+        " out_of_process=True)\n"
+        "assert not [m for m in sys.modules if m.startswith(('sklearn', 'scipy'))], 'sklearn imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
