@@ -26,10 +26,6 @@ log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
 
-try:  # scipy ships with scikit-learn; the greedy matcher is the fallback
-    from scipy.optimize import linear_sum_assignment
-except ImportError:  # pragma: no cover - exercised only without scipy
-    linear_sum_assignment = None
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -46,13 +42,15 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def match(iou: np.ndarray, threshold: float, hungarian: bool = True) -> list[tuple[int, int]]:
-    """(row, col) pairs maximising total IoU, each at least ``threshold``."""
+def match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """(row, col) pairs, best IoU first, each at least ``threshold``.
+
+    Greedy on purpose: with the handful of faces a door camera sees, and boxes predicted forward by
+    each track's velocity, it picks the same pairs as an optimal assignment, and it keeps SciPy (38 MiB
+    of memory) out of the daemon.
+    """
     if iou.size == 0:
         return []
-    if hungarian and linear_sum_assignment is not None:
-        rows, cols = linear_sum_assignment(-iou)
-        return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= threshold]
     pairs = []
     used_r: set[int] = set()
     used_c: set[int] = set()
@@ -235,7 +233,7 @@ class Tracker:
     def __init__(self, iou_threshold: float = 0.3, max_missed: int = 5, vote_n: int = 3, vote_m: int = 5,
                  reembed_every: int = 10, undecided_every: int = 1, min_hits: int = 1,
                  improve_size: float = 0.25, improve_score: float = 0.15, improve_yaw: float = 0.2,
-                 velocity_smoothing: float = 0.5, hungarian: bool = True):
+                 velocity_smoothing: float = 0.5):
         if not 1 <= vote_n <= vote_m:
             raise ValueError(f"votes: need 1 <= vote_n <= vote_m, got vote_n={vote_n}, vote_m={vote_m}")
         if not 0 < iou_threshold < 1:
@@ -253,7 +251,6 @@ class Tracker:
         self.improve_score = improve_score
         self.improve_yaw = improve_yaw
         self.velocity_smoothing = velocity_smoothing
-        self.hungarian = hungarian
         self.tracks: list[Track] = []
         self.ended: list[Track] = []
         self._next_id = 1
@@ -267,7 +264,7 @@ class Tracker:
         boxes = np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4)
         predicted = np.array([t.predicted_box(frame_index) for t in self.tracks], dtype=np.float32)
         predicted = predicted.reshape(-1, 4)
-        pairs = match(iou_matrix(predicted, boxes), self.iou_threshold, self.hungarian)
+        pairs = match(iou_matrix(predicted, boxes), self.iou_threshold)
         out: list[Track | None] = [None] * len(faces)
         matched_tracks = set()
         for ti, fi in pairs:

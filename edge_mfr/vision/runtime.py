@@ -161,7 +161,9 @@ class TFLiteModel:
         self.output_details = self.interpreter.get_output_details()
         self._check_shapes()
         self._batch = int(self.input_details[0]["shape"][0])
-        self._fixed_batch = False
+        # Re-planning a resized graph makes XNNPACK pack its weights again (tens of MiB at peak), and
+        # FaceNet's frozen graph cannot resize at all; only models the manifest marks as batchable try it.
+        self._fixed_batch = not bool(spec.extra.get("dynamic_batch", False))
 
     def _check_shapes(self) -> None:
         for kind, details, expected in (

@@ -39,13 +39,13 @@ def ident(person: str | None, masked: bool = False, score: float = 0.7,
 # ------------------------------------------------------------------------------------------ matching
 
 
-def test_iou_and_assignment_prefer_the_global_best():
+def test_iou_and_greedy_assignment():
     a = np.array([[0, 0, 10, 10], [5, 0, 15, 10]], np.float32)
     assert np.allclose(iou_matrix(a, a).diagonal(), 1) and iou_matrix(a, a)[0, 1] == pytest.approx(50 / 150)
-    # Greedy takes the single best pair (0,0)=0.9 and leaves row 1 with 0.0; Hungarian pairs 0-1 and 1-0.
-    iou = np.array([[0.9, 0.8], [0.85, 0.0]])
-    assert match(iou, 0.3, hungarian=True) == [(0, 1), (1, 0)]
-    assert match(iou, 0.3, hungarian=False) == [(0, 0)]
+    # Best pair first; each row and column used once; pairs under the threshold are dropped.
+    iou = np.array([[0.9, 0.8, 0.0], [0.85, 0.2, 0.0], [0.0, 0.6, 0.7]])
+    assert match(iou, 0.3) == [(0, 0), (2, 2)]
+    assert match(iou, 0.1) == [(0, 0), (1, 1), (2, 2)]
     assert match(np.zeros((0, 3)), 0.3) == []
 
 
@@ -61,9 +61,8 @@ def test_one_moving_face_keeps_its_id():
     assert ids == {1} and tr.tracks[0].hits == 60 and tr.tracks[0].velocity[0] == pytest.approx(6, abs=0.5)
 
 
-@pytest.mark.parametrize("hungarian", [True, False])
-def test_two_crossing_faces_keep_their_ids(hungarian):
-    tr = Tracker(hungarian=hungarian)
+def test_two_crossing_faces_keep_their_ids():
+    tr = Tracker()
     seen: dict[str, set[int]] = {"left_to_right": set(), "right_to_left": set()}
     for i in range(50):
         a = face_at(100 + 10 * i, 200)
