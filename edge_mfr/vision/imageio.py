@@ -60,7 +60,9 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     if size is not None:
         w, h = size
         if w * h > MAX_PIXELS:
-            raise ImageError(f"{name}: image is {w}x{h} ({w * h / 1e6:.0f} MP), over the {MAX_PIXELS / 1e6:.0f} MP limit")
+            raise ImageError(
+                f"{name}: image is {w}x{h} ({w * h / 1e6:.0f} MP), over the {MAX_PIXELS / 1e6:.0f} MP limit"
+            )
         if data[:2] == b"\xff\xd8":
             # JPEG can be decoded at 1/2, 1/4 or 1/8 scale directly, which saves memory and time.
             for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),

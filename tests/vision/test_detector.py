@@ -43,7 +43,8 @@ def test_astronaut_face_and_keypoint_geometry(short_detector, astronaut):
     f = faces[0]
     assert f.score > 0.8
     x1, y1, x2, y2 = f.box
-    inside = (f.keypoints[:4, 0] > x1) & (f.keypoints[:4, 0] < x2) & (f.keypoints[:4, 1] > y1) & (f.keypoints[:4, 1] < y2)
+    xs, ys = f.keypoints[:4, 0], f.keypoints[:4, 1]
+    inside = (xs > x1) & (xs < x2) & (ys > y1) & (ys < y2)
     assert inside.all()
     kp = f.keypoints
     # Subject's right eye is on the image's left; eyes above nose above mouth.
