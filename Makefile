@@ -16,7 +16,7 @@ FACENET_PB = $(shell $(PY) -c "import importlib.util as u, os; \
 .PHONY: help demo test lint venv models blazeface facenet facenet-compare mtcnn mask-status
 
 help:
-	@echo "make demo             install into .venv and run the main job on the embedded sample photo"
+	@echo "make demo             install into .venv and run the whole appliance on an embedded clip (edge-mfr demo)"
 	@echo "make test             install the test extras into .venv and run the whole suite"
 	@echo "make venv             host venv $(VENV) from tools/requirements-host.txt (TensorFlow; host only)"
 	@echo "make models           rebuild models/ and models/manifest.json: blazeface + facenet + mtcnn"
@@ -40,8 +40,7 @@ help:
 	touch $@
 
 demo: .venv/.demo
-	mkdir -p out
-	.venv/bin/edge-mfr recognize --annotate out/astronaut_annotated.jpg
+	.venv/bin/edge-mfr demo --out out/demo
 
 test: .venv/.test
 	.venv/bin/python -m pytest
