@@ -82,6 +82,8 @@ class FrameReport:
     person_id: str | None
     relays: dict[str, bool]  # door -> relay energised right after this frame was handled
     reasons: list[str] = field(default_factory=list)
+    # The frame's RGB image, shared (not copied): hooks may keep a reference but must never modify it.
+    image: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -240,6 +242,8 @@ class Appliance:
         self.bank: Any = None
         self.tracker: Any = None
         self.policy: Any = None
+        self.mqtt: Any = None  # the MqttClient when mqtt.enabled (kept after stop: its stats stay readable)
+        self.kiosk: Any = None  # the web view when kiosk.enabled (None when its port was taken)
         self._given_source = source
         self._pin_factory = pin_factory
         self.source: Any = None
@@ -300,6 +304,12 @@ class Appliance:
         rec = cfg.recognition
         self.tracker = Tracker(vote_n=rec.vote_n, vote_m=rec.vote_m, reembed_every=rec.reembed_every)
         self.policy = AccessPolicy(policy_config(cfg.policy), _PolicyClock(self.clock, cfg.policy.timezone))
+        if cfg.mqtt.enabled:
+            self._start_mqtt()
+        if cfg.kiosk.enabled:
+            from edge_mfr.device.kiosk import start_kiosk
+
+            self.kiosk = start_kiosk(self)  # a taken port is journalled; a bad password file aborts
         for door in self.bank:
             self._record("locked", door=door.name, reason="startup", relay="off")
         people = len(self.identifier.gallery.people)
@@ -443,7 +453,7 @@ class Appliance:
         views = [self._view(t, t.id in embedded) for t in tracks]
         relays = {d.name: d.is_unlocked for d in self.bank}
         report = FrameReport(index, float(frame.timestamp), views, decision.action, decision.person_id,
-                             relays, list(decision.reasons))
+                             relays, list(decision.reasons), image=frame.image)
         for hook in self.on_frame:
             try:
                 hook(report)
@@ -484,11 +494,15 @@ class Appliance:
         """Journal one event and hand it to the hooks; a failing journal is logged, never fatal here."""
         door = payload.pop("door", None)
         person_id = payload.pop("person_id", None)
+        mqtt = self.mqtt
         if self.journal is not None:
-            try:
-                self.journal.record(kind, door=door, person_id=person_id, **payload)
+            try:  # with MQTT, the event's message enters the outbox in the same transaction
+                publish = {"publish": self._mqtt_messages} if mqtt is not None else {}
+                self.journal.record(kind, door=door, person_id=person_id, **publish, **payload)
             except Exception:
                 log.exception("journal: cannot record %s", kind)
+            if mqtt is not None:
+                mqtt.wake()
         event = {"door": door, "person_id": person_id, **payload}
         if not self.config.policy.announce_masked:
             event.pop("masked", None)
@@ -556,6 +570,81 @@ class Appliance:
                 "people": len(self.identifier.gallery.people) if self.identifier is not None else 0,
                 "lockout_s": round(self.policy.lockout_remaining(), 1) if self.policy is not None else 0.0}
 
+    # ------------------------------------------------------------------------------------------------ MQTT
+
+    def _start_mqtt(self) -> None:
+        """Connect in the background: events through the journal's outbox, retained state, commands.
+
+        A broker that is down does not keep the door from working: the client retries with back-off and
+        logs why, and the outbox keeps the events until the broker answers. A configuration mistake (an
+        unreadable password, secret or TLS file) aborts start-up like any other.
+        """
+        from edge_mfr import __version__
+        from edge_mfr.device.mqtt import DoorInfo, MqttClient, MqttSettings
+        from edge_mfr.device.mqtt_commands import CommandHandler, GalleryCommands
+        from edge_mfr.vision.pipeline import FacePipeline
+
+        cfg = self.config
+        settings = MqttSettings.from_config(cfg)
+        models_dir = self.models_dir
+
+        def enroll_pipeline() -> Any:  # its own interpreters: TFLite ones must not be shared across threads
+            return FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
+                                models_dir=models_dir)
+
+        gallery = GalleryCommands(cfg.recognition.gallery, enroll_pipeline)  # the loop sees the new file
+        reload_wanted = threading.Event()  # set by the command thread, served by the frame thread
+        handler = CommandHandler(settings.topic_prefix or "", self.bank, secret=settings.command_secret,
+                                 journal=self.journal, limits=settings.command_limits(),
+                                 enroll=gallery.enroll, remove_person=gallery.remove_person,
+                                 reload=reload_wanted.set)
+        doors = [DoorInfo(d.name, has_contact=d.contact_pin is not None) for d in cfg.doors]
+        client = MqttClient(settings, journal=self.journal, handler=handler, doors=doors)
+        client.publish_lock_states(self.bank.state())  # cached, sent on every (re)connect
+        client.set_state("models", {"edge_mfr": __version__, "detector": cfg.models.detector,
+                                    "embedder_sha256": self.pipeline.embedder.model_sha256})
+        client.set_state("people_count", len(self.identifier.gallery.people))
+        announced: dict[int, str] = {}  # track id -> the person it was announced as
+        last_state = [-math.inf]
+
+        def on_frame(report: FrameReport) -> None:
+            """Frame thread: reload when asked, announce newly recognised tracks, refresh fps and people."""
+            if reload_wanted.is_set():
+                reload_wanted.clear()
+                self._gallery_sig, self._gallery_checked = None, -math.inf  # the next frame re-reads it
+            for ended in self.tracker.ended:
+                announced.pop(ended.id, None)
+            for t in self.tracker.tracks:  # the score the policy decided on, as in access_granted
+                if t.decided not in (None, "unknown") and announced.get(t.id) != t.decided:
+                    announced[t.id] = t.decided
+                    ident = t.identification
+                    self._record("recognized", door=self.door, person_id=t.decided,
+                                 name=getattr(ident, "name", None), masked=bool(t.masked),
+                                 score=round(float(t.best_score), 4), track_id=t.id,
+                                 allowed=bool(getattr(ident, "allowed", False)))
+            now = self.clock()
+            if now - last_state[0] >= STATUS_EVERY_S:
+                last_state[0] = now
+                client.set_state("fps", round(self.stats.fps, 1))
+                client.set_state("people_count", len(self.identifier.gallery.people))
+
+        def on_event(kind: str, event: dict[str, Any]) -> None:
+            if kind == "gallery_reloaded":
+                client.set_state("people_count", event.get("people", 0))
+
+        self.mqtt = client
+        self.on_event += [client.on_app_event, on_event]  # lock, door and last-person state
+        self.on_frame.append(on_frame)
+        client.start()
+        log.info("MQTT: connecting to %s:%s in the background as %s; events wait in the journal until the "
+                 "broker answers", settings.host, settings.port, settings.client_id)
+
+    def _mqtt_messages(self, event: dict[str, Any]) -> list[tuple]:
+        """A journal event's outbox messages; ``masked`` left out unless policy.announce_masked."""
+        if not self.config.policy.announce_masked and "masked" in (event.get("payload") or {}):
+            event = {**event, "payload": {k: v for k, v in event["payload"].items() if k != "masked"}}
+        return self.mqtt.messages_for(event)
+
     # ------------------------------------------------------------------------------------------- shutdown
 
     def _install_signals(self) -> dict[int, Any] | None:
@@ -608,6 +697,17 @@ class Appliance:
                     closer.close()
                 except Exception:
                     log.debug("closing the source failed", exc_info=True)
+        kiosk, self.kiosk = self.kiosk, None
+        if kiosk is not None:
+            try:
+                kiosk.close()
+            except Exception:
+                log.exception("closing the kiosk failed")
+        if self.mqtt is not None:  # after the relock (its LOCKED state goes out), before the journal closes
+            try:
+                self.mqtt.stop()  # publishes offline; unsent events stay in the outbox for the next start
+            except Exception:
+                log.exception("stopping MQTT failed")
         if self.journal is not None:
             self._record("stopped", cause=cause, **self.stats.as_dict())
             journal, self.journal = self.journal, None

@@ -79,11 +79,15 @@ def _face_record(face, index: int) -> dict:
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
+    from edge_mfr.identity.enroll import is_video_path
     from edge_mfr.vision.draw import draw_faces
     from edge_mfr.vision.imageio import write_image
     from edge_mfr.vision.pipeline import FacePipeline
 
-    inputs = list(iter_inputs(args.paths))
+    videos = [Path(p) for p in args.paths if Path(p).is_file() and is_video_path(Path(p))]
+    stills = [p for p in args.paths if Path(p) not in videos]
+    inputs = list(iter_inputs(stills)) if stills or not videos else []
+    many = len(inputs) + len(videos) > 1
     gallery_path = Path(args.gallery) if args.gallery else default_gallery()
     use_gallery = gallery_path.exists() and not args.no_identify
     if args.gallery and not gallery_path.exists():
@@ -96,7 +100,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
 
         identifier = Identifier.from_files(gallery_path, pipeline.embedder.model_sha256, args.models)
     annotate = Path(args.annotate) if args.annotate else None
-    if annotate and len(inputs) > 1:
+    if annotate and many:
         annotate.mkdir(parents=True, exist_ok=True)
     failures = 0
     for name, load in inputs:
@@ -108,14 +112,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
             continue
         faces = pipeline.detect(image, crop_kind=args.crop_kind)
         records = [_face_record(f, i + 1) for i, f in enumerate(faces)]
-        labels = None
-        if identifier is not None:
-            ids = identifier.identify(pipeline.analyze_faces(image, faces))
-            labels = [_label(i) for i in ids]
-            for r, i in zip(records, ids, strict=True):
-                r["identity"] = {"person_id": i.decision.person_id, "name": i.name, "score": round(i.decision.score, 4),
-                                 "margin": round(i.decision.margin, 4), "masked": i.masked,
-                                 "candidate": i.decision.candidate_id, "reason": i.decision.reason}
+        labels = _identify_records(pipeline, identifier, image, faces, records)
         if args.json:
             print(json.dumps({"image": name, "faces": records}))
         else:
@@ -131,12 +128,80 @@ def cmd_recognize(args: argparse.Namespace) -> int:
                           f"{'' if ident['name'] else '; ' + ident['reason']})")
         if annotate:
             target = annotate
-            if len(inputs) > 1:
+            if many:
                 target = annotate / (Path(name).stem + "_annotated.jpg")
             write_image(target, draw_faces(image, faces, labels))
+    for video in videos:
+        target = None
+        if annotate:
+            target = annotate / f"{video.stem}_annotated{'.avi' if video.suffix.lower() == '.avi' else '.mp4'}" \
+                if many else annotate
+        try:
+            _recognize_video(video, target, pipeline, identifier, args)
+        except ImageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures += 1
     if annotate and not args.json:
         print(f"annotated output written to {annotate}")
     return 1 if failures else 0
+
+
+def _identify_records(pipeline, identifier, image, faces, records) -> list | None:
+    """Identify ``faces`` (adding an ``identity`` to each record); their labels, or None without a gallery."""
+    if identifier is None:
+        return None
+    ids = identifier.identify(pipeline.analyze_faces(image, faces)) if faces else []
+    for r, i in zip(records, ids, strict=True):
+        r["identity"] = {"person_id": i.decision.person_id, "name": i.name, "score": round(i.decision.score, 4),
+                         "margin": round(i.decision.margin, 4), "masked": i.masked,
+                         "candidate": i.decision.candidate_id, "reason": i.decision.reason}
+    return [_label(i) for i in ids]
+
+
+def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args: argparse.Namespace) -> None:
+    """Every frame of a video, judged on its own; with ``target``, the same frames annotated (the drawing of
+    still images) as a video there: MJPEG for .avi, MPEG-4 otherwise."""
+    import cv2
+
+    from edge_mfr.vision.draw import draw_faces
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ImageError(f"{path}: cannot open video (corrupt or unsupported format)")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if fps and 0 < fps <= 240 else 10.0
+    crop_kind = "photo" if args.crop_kind == "auto" else args.crop_kind  # video frames are scenes, not crops
+    writer, frames, with_faces = None, 0, 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            faces = pipeline.detect(image, crop_kind=crop_kind)
+            records = [_face_record(f, i + 1) for i, f in enumerate(faces)]
+            labels = _identify_records(pipeline, identifier, image, faces, records)
+            if args.json:
+                print(json.dumps({"image": f"{path}#frame={frames}", "faces": records}))
+            if target is not None:
+                if writer is None:
+                    fourcc = "MJPG" if target.suffix.lower() == ".avi" else "mp4v"
+                    writer = cv2.VideoWriter(str(target), cv2.VideoWriter.fourcc(*fourcc), fps,
+                                             (image.shape[1], image.shape[0]))
+                    if not writer.isOpened():
+                        raise ImageError(f"{target}: cannot write a video there (use .mp4 or .avi, and a "
+                                         "writable folder)")
+                writer.write(cv2.cvtColor(draw_faces(image, faces, labels), cv2.COLOR_RGB2BGR))
+            frames += 1
+            with_faces += bool(faces)
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if frames == 0:
+        raise ImageError(f"{path}: no frame could be decoded (corrupt or empty video)")
+    if not args.json:
+        print(f"{path}: {frames} frames, faces in {with_faces}")
 
 
 def _label(ident):
@@ -327,13 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="configuration file (default: /etc/edge-mfr/config.toml when present)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("recognize", help="find (and, with a gallery, identify) faces in images")
-    p.add_argument("paths", nargs="*", help="image files or folders (default: the embedded sample photo)")
+    p = sub.add_parser("recognize", help="find (and, with a gallery, identify) faces in images or videos")
+    p.add_argument("paths", nargs="*", help="image files, folders or video files (default: the embedded sample "
+                                            "photo)")
     p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])
     p.add_argument("--crop-kind", default="auto", choices=["auto", "photo", "aligned_crop"],
                    help="'aligned_crop' for tight face crops such as MFR2; 'auto' tries both")
     p.add_argument("--threads", type=int, default=1, help="TFLite threads (default 1)")
-    p.add_argument("--annotate", metavar="OUT", help="write the image with boxes to OUT (a folder for many)")
+    p.add_argument("--annotate", metavar="OUT", help="write the image (or video) with boxes to OUT (a folder "
+                                                     "for many)")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.set_defaults(func=cmd_recognize)
 

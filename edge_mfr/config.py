@@ -399,6 +399,27 @@ class MqttConfig(Section):
                           "without it")
     snapshots: bool = Field(
         False, description="publish a face snapshot with each event (privacy: off by default)")
+    protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version: '3.1.1' or '5'")
+    discovery: bool = Field(
+        True, description="publish Home Assistant discovery configs (lock, door, last person, fps, people)")
+    allow_unsigned_ha_unlock: bool = Field(
+        False, description="obey a plain UNLOCK from Home Assistant's lock entity (false: only signed unlock "
+                           "commands open the door; LOCK is always obeyed)")
+    max_command_bytes: int = Field(
+        4096, ge=256, le=1024 * 1024, description="largest accepted command message in bytes (except enroll)")
+    max_enroll_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024,
+        description="largest accepted enroll command in bytes (base64 photos; the broker's max_packet_size "
+                    "must allow it too)")
+    command_window_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a signed command's ts may differ from the device clock by at most "
+                                         "this many seconds (replay window; keep NTP running)")
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: Any) -> Any:
+        # `protocol = 5` in TOML, or EDGE_MFR__MQTT__PROTOCOL=5 (parsed as JSON), is a number: accept it
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> MqttConfig:
@@ -418,6 +439,12 @@ class KioskConfig(Section):
     port: int = Field(8080, ge=1, le=65535, description="TCP port of the kiosk web view")
     admin_password_file: ConfigPath | None = Field(None, description="file holding the admin password; admin "
                                                                      "pages are disabled without it")
+    stream_fps: float = Field(5.0, gt=0, le=30, description="most frames per second sent to each live viewer "
+                                                         "(each one is drawn and JPEG-encoded)")
+    stream_width: int = Field(640, ge=160, le=3840, description="live view width in pixels; larger frames are "
+                                                               "scaled down before encoding")
+    max_upload_mb: float = Field(50.0, gt=0, le=1024, description="largest enrollment upload (photos or a video, "
+                                                                 "all files together) in MiB")
 
     @field_validator("bind")
     @classmethod

@@ -9,7 +9,9 @@ appliance loop runs on that video file (OpenCV source, simulated GPIO, a fresh j
 clip's frame rate as a camera would deliver it, and the relay state is recorded after every frame.
 
 The exit status is 0 only when the door opened for her with and without the mask and stayed locked for
-the empty scene and the stranger.
+the empty scene and the stranger. When an MQTT broker listens on localhost:1883, the appliance also
+publishes its events, lock state and availability there under ``edge-mfr-demo/demo/`` (anonymously, no
+Home Assistant discovery); the result does not depend on it.
 
 Caveat printed with the result: the mask in the clip comes from the same renderer as the synthetic masked
 templates made at enrollment, so the masked similarity is higher than a real mask would give
@@ -37,6 +39,8 @@ FPS = 10.0
 SIZE = (640, 480)
 # A light teal surgical mask: a colour enrollment's standard styles do not use.
 DEMO_MASK = ("surgical", (120, 200, 190), "pleats", 0.5)
+DEMO_BROKER = ("localhost", 1883)  # used when something listens there
+DEMO_TOPIC_PREFIX = "edge-mfr-demo/demo"
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,19 @@ def broker_listening(host: str = "localhost", port: int = 1883, timeout: float =
         return False
 
 
+def add_demo_mqtt(config_path: Path, host: str, port: int) -> str:
+    """Append an [mqtt] table publishing under the demo's own prefix; returns that prefix.
+
+    Anonymous, no TLS, no Home Assistant discovery (a demo must not add entities to a real Home Assistant)
+    and no command secret (signed commands are refused; lock and reload would only move simulated GPIO).
+    """
+    lines = ["[mqtt]", "enabled = true", f"host = {json.dumps(host)}", f"port = {port}",
+             f"topic_prefix = {json.dumps(DEMO_TOPIC_PREFIX)}", "discovery = false", "keepalive_seconds = 10"]
+    with open(config_path, "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return DEMO_TOPIC_PREFIX
+
+
 def demo_config(out: Path, video: Path) -> Path:
     """Write the demo's config.toml into ``out``: short timings so a 13-second clip shows every case.
 
@@ -204,8 +221,13 @@ class SegmentResult:
         return not self.granted and not any(self.relay)
 
 
-def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet: bool = False) -> int:
-    """Build the input, run the appliance on it, print the report; 0 when the door did what it should."""
+def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet: bool = False,
+             broker: tuple[str, int] | None = DEMO_BROKER) -> int:
+    """Build the input, run the appliance on it, print the report; 0 when the door did what it should.
+
+    When an MQTT broker listens at ``broker`` (None: never try), the appliance also publishes its events
+    and availability there under ``edge-mfr-demo/demo/``; the outcome does not depend on it.
+    """
     from edge_mfr.app import Appliance
     from edge_mfr.config import load_config
     from edge_mfr.device.lock import make_pin_factory
@@ -241,6 +263,11 @@ def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet:
         + ", ".join(s.name for s in segments))
 
     config_path = demo_config(out, video)
+    prefix = None
+    if broker is not None and broker_listening(*broker):
+        prefix = add_demo_mqtt(config_path, *broker)
+        say(f"an MQTT broker answers on {broker[0]}:{broker[1]}: events and availability will be published "
+            f"under {prefix}/ (watch: mosquitto_sub -h {broker[0]} -p {broker[1]} -t '{prefix}/#' -v)")
     config = load_config(config_path, environ={})
     door = config.doors[0]
     app = Appliance(config, pin_factory=make_pin_factory(mock=True), pace=True, models_dir=models_dir)
@@ -284,9 +311,8 @@ def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet:
         say(_segment_line(r))
     say()
     say(f"journal: {config.journal.path}  (list it: edge-mfr --config {config_path} events)")
-    if broker_listening():
-        say("an MQTT broker answers on localhost:1883; MQTT publishing arrives in a later release, so "
-            "nothing was sent to it")
+    if prefix is not None:
+        say(_mqtt_line(app.mqtt, broker, prefix))
     main = [r for r in results if r.segment.name in ("approach", "masked", "empty", "stranger")]
     failed = [r for r in results if not r.ok]
     masked = next(r for r in results if r.segment.name == "masked")
@@ -305,6 +331,17 @@ def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet:
     say(f"result: OK: the door unlocked for {NAME} without and with a mask and stayed locked "
         f"for the empty scene and the stranger ({len(main)} segments, {took:.0f} s)")
     return 0
+
+
+def _mqtt_line(client: Any, broker: tuple[str, int], prefix: str) -> str:
+    """What reached the broker: outbox messages it acknowledged (events), or why nothing did."""
+    where = f"{broker[0]}:{broker[1]}"
+    if client is None or not client.stats["connects"]:
+        why = client.last_error if client is not None and client.last_error is not None else "no connection"
+        return (f"MQTT: the broker on {where} could not be used ({why}); the events stayed in the journal's "
+                "outbox")
+    return (f"MQTT: the broker on {where} acknowledged {client.stats['acked']} event messages under {prefix}/event/ "
+            f"(availability: {prefix}/availability, now offline; lock state: {prefix}/state/lock/front)")
 
 
 def _segment_line(r: SegmentResult) -> str:

@@ -9,7 +9,6 @@ service may hold them), and the camera is opened just long enough to get one fra
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -181,17 +180,63 @@ def check_journal(path: Path) -> Check:
     return Check("journal", OK, f"{path}: writable, {count} events")
 
 
-def check_broker(mqtt: Any, timeout: float = 3.0) -> Check:
+def check_broker(cfg: Any, timeout: float = 5.0) -> Check:
+    """Log in to the broker with the service's own settings (TLS, CA, client certificate, user, password).
+
+    It uses its own client id (the service's plus ``-doctor``) so a running service is not disconnected,
+    and publishes nothing (no availability, no will), so Home Assistant never sees the device change state.
+    """
+    mqtt = cfg.mqtt
     if not mqtt.enabled:
         return Check("mqtt", SKIP, "mqtt.enabled = false")
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge_mfr.device.mqtt import MqttClient, MqttSettings, _describe_failure
+
+    where = f"{mqtt.host}:{mqtt.port}"
     try:
-        with socket.create_connection((mqtt.host, mqtt.port), timeout=timeout):
-            pass
-    except OSError as exc:
-        return Check("mqtt", FAIL, f"cannot reach the broker at {mqtt.host}:{mqtt.port} ({exc})",
-                     "check mqtt.host/mqtt.port, that the broker runs, and the firewall")
-    tls = " (TCP only: TLS and login are not tried)" if mqtt.tls or mqtt.username else ""
-    return Check("mqtt", OK, f"broker at {mqtt.host}:{mqtt.port} accepts connections{tls}")
+        s = MqttSettings.from_config(cfg)
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{s.client_id}-doctor",
+                             protocol=paho.MQTTv5 if s.protocol == "5" else paho.MQTTv311)
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls:
+            client.tls_set_context(MqttClient(s)._ssl_context())
+    except EdgeMfrError as exc:
+        return Check("mqtt", FAIL, str(exc), "fix the [mqtt] files (password_file, command_secret_file, tls_*)")
+    answer: dict[str, Any] = {}
+    done = threading.Event()
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        answer["reason"] = reason_code
+        done.set()
+
+    client.on_connect = on_connect
+    client.connect_timeout = timeout
+    try:
+        client.connect(s.host, s.port, keepalive=max(5, int(timeout) + 5))  # TCP and TLS handshake
+    except (OSError, ValueError) as exc:  # refused, unreachable, TLS verification (ssl errors are OSErrors)
+        text = str(_describe_failure(exc, s)) if isinstance(exc, OSError) else f"MQTT broker {where}: {exc}"
+        return Check("mqtt", FAIL, text, "check mqtt.host, mqtt.port and mqtt.tls_ca, that the broker runs, "
+                                         "and the firewall")
+    client.loop_start()
+    try:
+        done.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    reason = answer.get("reason")
+    if reason is None:
+        return Check("mqtt", FAIL, f"broker at {where} accepted the connection but did not answer the login "
+                                   f"within {timeout:g} s", "is this port an MQTT listener (TLS or not)?")
+    if reason.is_failure:
+        return Check("mqtt", FAIL, f"broker at {where} refused the login as {s.username or '(anonymous)'}: "
+                                   f"{reason}", "check mqtt.username, the password (file) and the broker's "
+                                                "password file")
+    how = (" over TLS" if s.tls else "") + (f" as {s.username}" if s.username else " anonymously")
+    secret = "" if s.command_secret is not None else "; no command_secret_file, so unlock/enroll are refused"
+    return Check("mqtt", OK, f"logged in to the broker at {where}{how} (MQTT {s.protocol}){secret}")
 
 
 def run_checks(config_path: Path | None, models_dir: Path | None = None,
@@ -209,7 +254,7 @@ def run_checks(config_path: Path | None, models_dir: Path | None = None,
     checks.append(check_camera(cfg.camera, camera_timeout))
     checks.append(check_gpio(cfg.doors))
     checks.append(check_journal(cfg.journal.path))
-    checks.append(check_broker(cfg.mqtt))
+    checks.append(check_broker(cfg))
     return checks
 
 

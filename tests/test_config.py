@@ -110,7 +110,7 @@ def test_unknown_nested_keys_are_named_with_their_table(tmp_path):
 
 def test_unknown_key_without_a_close_match_lists_the_valid_ones(tmp_path):
     (line,) = problems(write(tmp_path, "[kiosk]\nzzzzzz = 1\n"))
-    assert "valid keys: admin_password_file, bind, enabled, port" in line
+    assert "valid keys: admin_password_file, bind, enabled, max_upload_mb, port, stream_fps, stream_width" in line
 
 
 def test_wrong_types_name_the_dotted_key(tmp_path):
@@ -385,3 +385,33 @@ def test_policy_section_feeds_the_policy_unchanged(tmp_path):
     built = policy.PolicyConfig.model_validate(cfg.policy.model_dump(exclude={"announce_masked"}))
     assert built.schedules["alice"][0].start == "08:00" and built.timezone == "Europe/Berlin"
     assert built.person_cooldown_seconds == cfg.policy.person_cooldown_seconds
+
+
+def test_mqtt_command_keys_feed_the_mqtt_settings(tmp_path):
+    mqtt = pytest.importorskip("edge_mfr.device.mqtt")
+    (tmp_path / "secret").write_text("s" * 32 + "\n")
+    path = write(tmp_path, '[mqtt]\nenabled = true\nprotocol = 5\ndiscovery = false\n'
+                           'allow_unsigned_ha_unlock = true\nmax_command_bytes = 2048\n'
+                           'max_enroll_bytes = 1048576\ncommand_window_seconds = 10\n'
+                           'command_secret_file = "secret"\n')
+    settings = mqtt.MqttSettings.from_config(load_config(path, environ={}))
+    assert (settings.protocol, settings.discovery, settings.command_secret) == ("5", False, b"s" * 32)
+    limits = settings.command_limits()
+    assert (limits.max_bytes, limits.max_enroll_bytes, limits.window_s, limits.allow_unsigned_ha_unlock) == (
+        2048, 1048576, 10.0, True)
+    defaults = mqtt.MqttSettings.from_config(load_config(write(tmp_path, "", "empty.toml"), environ={}))
+    from edge_mfr.device.mqtt_commands import CommandLimits
+
+    assert (defaults.protocol, defaults.discovery, defaults.command_limits()) == ("3.1.1", True,
+                                                                                  CommandLimits())
+
+
+def test_mqtt_protocol_from_the_environment_and_bad_values(tmp_path):
+    cfg = load_config(write(tmp_path, ""), environ={"EDGE_MFR__MQTT__PROTOCOL": "5"})  # JSON: the number 5
+    assert cfg.mqtt.protocol == "5"
+    (line,) = problems(write(tmp_path, '[mqtt]\nprotocol = "4"\n'))
+    assert "mqtt.protocol" in line and "'3.1.1' or '5'" in line
+    (line,) = problems(write(tmp_path, "[mqtt]\nmax_command_bytes = 10\n"))
+    assert "mqtt.max_command_bytes" in line and "256" in line
+    (line,) = problems(write(tmp_path, "[mqtt]\ncommand_window_seconds = 0\n"))
+    assert "mqtt.command_window_seconds" in line
