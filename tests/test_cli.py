@@ -125,3 +125,23 @@ def test_enroll_with_a_traversal_name_is_refused(tmp_path, astronaut):
     gallery = tmp_path / "gallery.npz"
     assert_one_line_error(run_cli("enroll", "../../etc/x", str(photo), "--gallery", str(gallery)), "name")
     assert not gallery.exists()
+
+
+def test_bench_stream_mode_compares_tracker_on_and_off(tmp_path, astronaut):
+    video = tmp_path / "walk.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (640, 480))
+    for i in range(30):
+        frame = np.full((480, 640, 3), 100, np.uint8)
+        head = cv2.resize(astronaut[30:250, 110:340], (230 + 3 * i, 220 + 3 * i))  # a face ~100-140 px wide
+        frame[80 : 80 + head.shape[0], 180 : 180 + head.shape[1]] = head
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "stream.json"
+    proc = run_cli("bench", "--source", str(video), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    on, off = report["runs"]
+    assert on["frames"] == off["frames"] == 30
+    assert off["embeddings"] == off["faces"] >= 25  # tracker off: every face embedded
+    assert on["embeddings"] < off["embeddings"] / 2  # the tracker reuses embeddings
+    assert on["peak_rss_mib"] > 0 and "tracker speed-up" in proc.stdout
