@@ -208,8 +208,8 @@ def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None
     if viewer:
         report["viewer"] = _viewer_cost(source, gallery)
         v = report["viewer"]
-        lines.append(f"kiosk viewer: {v.get('fps_without', 0):.1f} fps without, {v.get('fps_with', 0):.1f} fps with one "
-                     f"MJPEG viewer ({v.get('slowdown_percent', 0):+.1f}%)")
+        lines.append(f"kiosk viewer: {v['fps_without']:.1f} fps without, {v['fps_with']:.1f} fps with one MJPEG "
+                     f"viewer (slowdown {v['slowdown_pct']}%, CPU per frame {v['cpu_increase_pct']:+}%)")
     report["table"] = "\n".join(lines)
     return report
 
