@@ -59,6 +59,38 @@ def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> tuple[f
 
 
 @dataclass
+class Split:
+    """Who is enrolled from which images, and which images are probes (EVALUATION.md)."""
+
+    enroll: dict[str, list[Row]]  # identity -> unmasked enrollment images (may be empty)
+    masked: list[Row]  # every masked image of an enrolled person
+    unmasked: list[Row]  # the held-back unmasked image of each person with two or more
+    strangers: list[Row]  # images of the stranger subsets whose identity is not enrolled
+
+
+def split(rows: list[Row], subsets: list[str], strangers: list[str]) -> Split:
+    """The protocol's split; the held-back unmasked probe is each person's last unmasked image by path.
+
+    Shared with tools/bench so the baselines are scored on exactly the same enrollment and probes.
+    """
+    identity_rows = [r for r in rows if ";" not in r.identity and r.identity]
+    enrolled_rows = [r for r in identity_rows if r.subset in subsets]
+    by_identity: dict[str, list[Row]] = defaultdict(list)
+    for r in enrolled_rows:
+        by_identity[r.identity].append(r)
+    enroll: dict[str, list[Row]] = {}
+    held_back: list[Row] = []
+    for identity, items in sorted(by_identity.items()):
+        unmasked = sorted((r for r in items if not r.masked), key=lambda r: r.path)
+        if len(unmasked) >= 2:
+            held_back.append(unmasked[-1])
+            unmasked = unmasked[:-1]
+        enroll[identity] = unmasked
+    return Split(enroll, [r for r in enrolled_rows if r.masked], held_back,
+                 [r for r in identity_rows if r.subset in strangers and r.identity not in by_identity])
+
+
+@dataclass
 class ProbeResult:
     row: Row
     found: bool
@@ -92,23 +124,10 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
         if name not in known:
             raise EdgeMfrError(f"{data_dir}: no subset {name!r} in labels.csv (has {', '.join(sorted(known))})")
     mask_classifier = mask_classifier or MaskStatusClassifier.load()
-    identity_rows = [r for r in rows if ";" not in r.identity and r.identity]
-    enrolled_rows = [r for r in identity_rows if r.subset in subsets]
-    by_identity: dict[str, list[Row]] = defaultdict(list)
-    for r in enrolled_rows:
-        by_identity[r.identity].append(r)
-
-    # Enrollment set and held-back unmasked probes (the last unmasked image by path, when there are 2+).
-    enroll_sets: dict[str, list[Row]] = {}
-    unmasked_probes: list[Row] = []
-    for identity, items in sorted(by_identity.items()):
-        unmasked = sorted((r for r in items if not r.masked), key=lambda r: r.path)
-        if len(unmasked) >= 2:
-            unmasked_probes.append(unmasked[-1])
-            unmasked = unmasked[:-1]
-        enroll_sets[identity] = unmasked
-    masked_probes = [r for r in enrolled_rows if r.masked]
-    stranger_probes = [r for r in identity_rows if r.subset in strangers and r.identity not in by_identity]
+    protocol = split(rows, subsets, strangers)
+    enroll_sets, masked_probes = protocol.enroll, protocol.masked
+    unmasked_probes, stranger_probes = protocol.unmasked, protocol.strangers
+    by_identity = enroll_sets  # every enrolled identity has a key, even one with no unmasked image
 
     # Enroll through the enrollment code path.
     options = enroll_options or EnrollOptions()

@@ -10,42 +10,16 @@ from __future__ import annotations
 import csv
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edge_mfr.eval import Row, read_labels, tar_at_far
+from edge_mfr.eval import read_labels, split, tar_at_far
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Split:
-    enroll: dict[str, list[Row]]
-    masked: list[Row]
-    unmasked: list[Row]
-    strangers: list[Row]
-
-
-def split(rows: list[Row], subsets: list[str], strangers: list[str]) -> Split:
-    """The split of edge_mfr.eval.run_eval: hold back the last unmasked image (by path) of people with 2+."""
-    identity_rows = [r for r in rows if ";" not in r.identity and r.identity]
-    enrolled_rows = [r for r in identity_rows if r.subset in subsets]
-    by_identity: dict[str, list[Row]] = defaultdict(list)
-    for r in enrolled_rows:
-        by_identity[r.identity].append(r)
-    enroll: dict[str, list[Row]] = {}
-    held_back: list[Row] = []
-    for identity, items in sorted(by_identity.items()):
-        unmasked = sorted((r for r in items if not r.masked), key=lambda r: r.path)
-        if len(unmasked) >= 2:
-            held_back.append(unmasked[-1])
-            unmasked = unmasked[:-1]
-        enroll[identity] = unmasked
-    return Split(enroll, [r for r in enrolled_rows if r.masked], held_back,
-                 [r for r in identity_rows if r.subset in strangers and r.identity not in by_identity])
 
 
 def make_view(data_dir: Path, subsets: list[str], strangers: list[str], view_dir: Path,
