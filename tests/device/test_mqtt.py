@@ -1,9 +1,8 @@
 """MQTT against a real mosquitto: availability and LWT, HA discovery, state, events from the durable outbox
 through a broker outage and a SIGKILL, and TLS verification.
 
-The brief's 30 s broker outage is shortened to about 3 s here (the publisher retries every second, so the
-outage length only changes how many failed attempts happen, not what is delivered). Waits poll with a
-generous timeout; measured times are printed (``pytest -s``), never asserted.
+The broker outage lasts 30 s, as the MQTT issue specifies (the publisher keeps retrying every second
+meanwhile). Waits poll with a generous timeout; measured times are printed (``pytest -s``), never asserted.
 """
 
 from __future__ import annotations
@@ -255,6 +254,9 @@ def test_snapshots_only_when_enabled(tmp_path):
     assert {"recognized", "access_denied", "door_forced", "lockout", "mask_status"} <= EVENT_KINDS
 
 
+OUTAGE_S = 30.0
+
+
 def test_outbox_survives_broker_outage_and_sigkill(tmp_path, broker):
     n = 200
     journal_path = tmp_path / "journal.db"
@@ -268,7 +270,7 @@ def test_outbox_survives_broker_outage_and_sigkill(tmp_path, broker):
         first.expect("disconnected")
         first.go.touch()  # record the events while the broker is away
         assert first.expect("recorded") == f"recorded {n}"
-        time.sleep(3.0)  # the outage (shortened from 30 s): the publisher keeps retrying meanwhile
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_start)))  # the publisher keeps retrying
         first.kill9()
         with Journal(journal_path) as j:
             assert j.pending_count() == n
