@@ -90,6 +90,26 @@ def split(rows: list[Row], subsets: list[str], strangers: list[str]) -> Split:
                  [r for r in identity_rows if r.subset in strangers and r.identity not in by_identity])
 
 
+def identity_metrics(rank1: dict[str, list[bool]], genuine: dict[str, list[float]],
+                     impostor: dict[str, list[float]], stranger_scores: list[float]) -> dict:
+    """The rank-1 and TAR@FAR keys of the report, plus the threshold behind each TAR.
+
+    Impostor scores for a kind are its probes against every other enrolled person plus every stranger
+    against every enrolled person. Shared with tools/bench so the baselines are scored the same way.
+    """
+    report: dict = {"thresholds_at_far": {}}
+    for kind in ("masked", "unmasked"):
+        report[f"{kind}_rank1"] = float(np.mean(rank1[kind])) if rank1[kind] else float("nan")
+    for kind, fars in (("masked", (1e-2, 1e-3)), ("unmasked", (1e-3,))):
+        imp = np.array(impostor[kind] + stranger_scores)
+        for far in fars:
+            tar, thr = tar_at_far(np.array(genuine[kind]), imp, far)
+            key = f"{kind}_tar_at_far_{far:.0e}".replace("e-0", "e-")
+            report[key] = tar
+            report["thresholds_at_far"][key] = thr
+    return report
+
+
 @dataclass
 class ProbeResult:
     row: Row
@@ -207,16 +227,7 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
         open_set["accept_correct"] += int(d.person_id == p.row.identity)
         open_set["accept_wrong"] += int(d.accepted and d.person_id != p.row.identity)
 
-    report: dict = {}
-    for kind in ("masked", "unmasked"):
-        report[f"{kind}_rank1"] = float(np.mean(rank1[kind])) if rank1[kind] else float("nan")
-    for kind, fars in (("masked", (1e-2, 1e-3)), ("unmasked", (1e-3,))):
-        imp = np.array(impostor[kind] + stranger_scores)
-        for far in fars:
-            tar, thr = tar_at_far(np.array(genuine[kind]), imp, far)
-            key = f"{kind}_tar_at_far_{far:.0e}".replace("e-0", "e-")
-            report[key] = tar
-            report.setdefault("thresholds_at_far", {})[key] = thr
+    report: dict = identity_metrics(rank1, genuine, impostor, stranger_scores)
     n_gen = max(open_set["genuine"], 1)
     report["open_set"] = {
         "accept_correct": open_set["accept_correct"] / n_gen,

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_mfr.eval import read_labels, split, tar_at_far
+from edge_mfr.eval import identity_metrics, read_labels, split, tar_at_far
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +150,8 @@ def evaluate_baseline(system, data_dir: Path, subsets: list[str], strangers: lis
         counts["accept_correct"] += int(name == row.identity)
         counts["accept_wrong"] += int(name is not None and name != row.identity)
 
-    report: dict = {}
-    for kind in ("masked", "unmasked"):
-        report[f"{kind}_rank1"] = float(np.mean(rank1[kind])) if rank1[kind] else float("nan")
-    for kind, fars in (("masked", (1e-2, 1e-3)), ("unmasked", (1e-3,))):
-        imp = np.array(impostor[kind] + stranger_scores)
-        for far in fars:
-            key = f"{kind}_tar_at_far_{far:.0e}".replace("e-0", "e-")
-            report[key] = tar_at_far(np.array(genuine[kind]), imp, far)[0]
+    report: dict = identity_metrics(rank1, genuine, impostor, stranger_scores)
+    del report["thresholds_at_far"]
     report["open_set"] = {
         "accept_correct": counts["accept_correct"] / max(counts["genuine"], 1),
         "accept_wrong": counts["accept_wrong"] / max(counts["genuine"], 1),
