@@ -22,3 +22,18 @@ def state_dir() -> Path:
 
 def default_gallery() -> Path:
     return state_dir() / "gallery.npz"
+
+
+SYSTEM_CACHE = Path("/var/cache/edge-mfr")
+
+
+def cache_dir() -> Path:
+    """Rebuildable files: ``$EDGE_MFR_CACHE_DIR``, systemd's ``$CACHE_DIRECTORY``, /var/cache/edge-mfr, or XDG."""
+    for var in ("EDGE_MFR_CACHE_DIR", "CACHE_DIRECTORY"):
+        value = os.environ.get(var)
+        if value:
+            return Path(value.split(":")[0])
+    if SYSTEM_CACHE.is_dir() and os.access(SYSTEM_CACHE, os.W_OK):
+        return SYSTEM_CACHE
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "edge-mfr"
