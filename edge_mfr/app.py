@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import signal
 import threading
 import time
@@ -253,6 +254,10 @@ class Appliance:
         self._ready = False
         self._gallery_sig: tuple[int, int] | None = None
         self._gallery_checked = -math.inf
+        # A changed gallery is read on a helper thread (the SVM refit runs in a child process, seconds on a
+        # Pi): the frame loop keeps deciding with the old gallery and adopts the new one when it is ready.
+        self._reloader: threading.Thread | None = None
+        self._reloaded: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._last_ping = -math.inf
         self._last_status = -math.inf
         self._pace_origin: tuple[float, float] | None = None
@@ -543,6 +548,10 @@ class Appliance:
                                  f"enrolled, {self.stats.unlocks} unlocks")
 
     def _check_gallery(self, now: float) -> None:
+        """Adopt a gallery read in the background; start reading one when the file changed."""
+        self._adopt_reloaded()
+        if self._reloader is not None and self._reloader.is_alive():
+            return
         if now - self._gallery_checked < GALLERY_CHECK_S:
             return
         self._gallery_checked = now
@@ -550,17 +559,42 @@ class Appliance:
         if sig == self._gallery_sig:
             return
         self._gallery_sig = sig  # taken before reading: a change during the read is seen next time
+        self._reloader = threading.Thread(target=self._reload_in_background, name="gallery-reload", daemon=True)
+        self._reloader.start()
+
+    def _reload_in_background(self) -> None:
+        """Helper thread: read the gallery and build its identifier; the frame thread adopts the result."""
         try:
-            identifier = self._load_identifier()
+            result: Any = self._load_identifier()
         except EdgeMfrError as exc:
-            log.error("gallery changed but cannot be used, keeping the previous one: %s", exc)
-            self._record("gallery_error", error=str(exc))
+            result = exc
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the door loop down
+            log.exception("reading the changed gallery failed")
+            result = EdgeMfrError(f"reading the gallery failed: {exc}")
+        self._reloaded.put(result)
+
+    def wait_for_reload(self, timeout: float | None = None) -> bool:
+        """Block until a background gallery read has finished (tests; False on timeout)."""
+        reloader = self._reloader
+        if reloader is not None:
+            reloader.join(timeout)
+            return not reloader.is_alive()
+        return True
+
+    def _adopt_reloaded(self) -> None:
+        try:
+            result = self._reloaded.get_nowait()
+        except queue.Empty:
             return
-        self.identifier = identifier
+        if isinstance(result, EdgeMfrError):
+            log.error("gallery changed but cannot be used, keeping the previous one: %s", result)
+            self._record("gallery_error", error=str(result))
+            return
+        self.identifier = result
         for track in self.tracker.tracks:  # votes of the old gallery no longer count
             track.votes.clear()
             track.last_embed_frame = None
-        people = len(identifier.gallery.people)
+        people = len(result.gallery.people)
         log.info("gallery reloaded: %d people", people)
         self._record("gallery_reloaded", people=people)
 

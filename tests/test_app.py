@@ -359,6 +359,8 @@ def test_the_gallery_is_reloaded_when_its_file_changes(tmp_path, assets):
             if ticks[0] == 8:  # enrolled while the loop runs (Gallery writes are atomic renames)
                 shutil.copy(assets.gallery, config.recognition.gallery.with_suffix(".tmp"))
                 os.replace(config.recognition.gallery.with_suffix(".tmp"), config.recognition.gallery)
+            if ticks[0] > 8:  # the file is read in the background; let it finish while she is in view
+                app.wait_for_reload(TIMEOUT)
             return super().read()
 
     factory = MockFactory()
@@ -367,6 +369,48 @@ def test_the_gallery_is_reloaded_when_its_file_changes(tmp_path, assets):
     assert app.run() == 0
     kinds = [e["kind"] for e in journal_events(config)]
     assert "gallery_reloaded" in kinds
+    assert kinds.index("gallery_reloaded") < kinds.index("access_granted")
+    assert True in [s for _, s in relay_history(factory)]
+
+
+def test_a_slow_gallery_reload_does_not_stall_the_door_loop(tmp_path, assets):
+    """Reading a changed gallery (an SVM refit in a child process: seconds on a Pi) runs beside the loop."""
+    from edge_mfr.stream.sources import OpenCVSource
+
+    config = make_config(tmp_path, "unused")
+    ticks = [0]
+    reloading, release = threading.Event(), threading.Event()
+    frames_while_reloading: list[int] = []
+
+    class Counting(OpenCVSource):
+        def read(self):
+            ticks[0] += 1
+            if ticks[0] == 2:
+                shutil.copy(assets.gallery, config.recognition.gallery.with_suffix(".tmp"))
+                os.replace(config.recognition.gallery.with_suffix(".tmp"), config.recognition.gallery)
+            if reloading.is_set() and not release.is_set():
+                frames_while_reloading.append(ticks[0])
+                if len(frames_while_reloading) >= 5:
+                    release.set()
+                    app.wait_for_reload(TIMEOUT)
+            return super().read()
+
+    factory = MockFactory()
+    app = Appliance(config, source=Counting(assets.eileen_clip, live=False), pin_factory=factory,
+                    notifier=FakeNotifier(), clock=lambda: ticks[0] * 0.5)
+    original, calls = app._load_identifier, [0]
+
+    def slow_load():
+        calls[0] += 1
+        if calls[0] > 1:  # the read at start-up is not the one under test
+            reloading.set()
+            release.wait(TIMEOUT)  # a loop that waited for this would never set it: the wait times out
+        return original()
+
+    app._load_identifier = slow_load
+    assert app.run() == 0
+    assert len(frames_while_reloading) >= 5, "the frame loop stopped while the gallery was being read"
+    kinds = [e["kind"] for e in journal_events(config)]
     assert kinds.index("gallery_reloaded") < kinds.index("access_granted")
     assert True in [s for _, s in relay_history(factory)]
 
