@@ -454,7 +454,7 @@ class Appliance:
             self._scores.pop(ended.id, None)
 
         decision = self.policy.decide(observations(tracks), door=self.door)
-        self._act(decision)
+        self._act(decision, frame.image, tracks)
         views = [self._view(t, t.id in embedded) for t in tracks]
         relays = {d.name: d.is_unlocked for d in self.bank}
         report = FrameReport(index, float(frame.timestamp), views, decision.action, decision.person_id,
@@ -474,12 +474,13 @@ class Appliance:
 
     # --------------------------------------------------------------------------------------------- actions
 
-    def _act(self, decision: Any) -> None:
+    def _act(self, decision: Any, image: Any = None, tracks: list[Any] | None = None) -> None:
         """Turn one policy decision into lock actions, journal records and events."""
         door = self.bank[decision.door]
         for kind, payload in decision.events:
             if kind in DECISION_EVENTS:
-                self._record(kind, **payload, reasons=decision.reasons)
+                snapshot = self._snapshot(image, tracks or [], payload.get("track_id"))
+                self._record(kind, **payload, reasons=decision.reasons, snapshot=snapshot)
             else:
                 self._record(kind, **payload)
         if decision.action == "unlock":
@@ -495,14 +496,36 @@ class Appliance:
             self.stats.denials += 1
             door.signal("denied" if decision.person_id else "unknown")
 
-    def _record(self, kind: str, **payload: Any) -> None:
+    def _snapshot(self, image: Any, tracks: list[Any], track_id: int | None) -> bytes | None:
+        """JPEG of the face a decision is about, for ``<prefix>/snapshot/<kind>``; only with mqtt.snapshots."""
+        if self.mqtt is None or not self.config.mqtt.snapshots or image is None:
+            return None
+        from edge_mfr.device.mqtt import encode_snapshot
+
+        track = next((t for t in tracks if t.id == track_id), None)
+        if track is None:
+            return None
+        x0, y0, x1, y1 = (float(v) for v in track.box)
+        pad_x, pad_y = 0.4 * (x1 - x0), 0.4 * (y1 - y0)  # head and shoulders, not just the face box
+        h, w = image.shape[:2]
+        left, top = max(0, int(x0 - pad_x)), max(0, int(y0 - pad_y))
+        right, bottom = min(w, int(x1 + pad_x)), min(h, int(y1 + pad_y))
+        if right - left < 2 or bottom - top < 2:
+            return None
+        try:
+            return encode_snapshot(image[top:bottom, left:right])
+        except ValueError:
+            log.warning("could not encode a snapshot for track %s", track_id)
+            return None
+
+    def _record(self, kind: str, snapshot: bytes | None = None, **payload: Any) -> None:
         """Journal one event and hand it to the hooks; a failing journal is logged, never fatal here."""
         door = payload.pop("door", None)
         person_id = payload.pop("person_id", None)
         mqtt = self.mqtt
         if self.journal is not None:
             try:  # with MQTT, the event's message enters the outbox in the same transaction
-                publish = {"publish": self._mqtt_messages} if mqtt is not None else {}
+                publish = {"publish": lambda ev: self._mqtt_messages(ev, snapshot)} if mqtt is not None else {}
                 self.journal.record(kind, door=door, person_id=person_id, **publish, **payload)
             except Exception:
                 log.exception("journal: cannot record %s", kind)
@@ -673,11 +696,11 @@ class Appliance:
         log.info("MQTT: connecting to %s:%s in the background as %s; events wait in the journal until the "
                  "broker answers", settings.host, settings.port, settings.client_id)
 
-    def _mqtt_messages(self, event: dict[str, Any]) -> list[tuple]:
+    def _mqtt_messages(self, event: dict[str, Any], snapshot: bytes | None = None) -> list[tuple]:
         """A journal event's outbox messages; ``masked`` left out unless policy.announce_masked."""
         if not self.config.policy.announce_masked and "masked" in (event.get("payload") or {}):
             event = {**event, "payload": {k: v for k, v in event["payload"].items() if k != "masked"}}
-        return self.mqtt.messages_for(event)
+        return self.mqtt.messages_for(event, snapshot)
 
     # ------------------------------------------------------------------------------------------- shutdown
 

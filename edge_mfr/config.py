@@ -398,7 +398,8 @@ class MqttConfig(Section):
         None, description="file holding the shared secret that signs unlock commands; commands are refused "
                           "without it")
     snapshots: bool = Field(
-        False, description="publish a face snapshot with each event (privacy: off by default)")
+        False, description="publish a JPEG of the face with each access decision on <prefix>/snapshot/<kind> "
+                           "(privacy: off by default)")
     protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version: '3.1.1' or '5'")
     discovery: bool = Field(
         True, description="publish Home Assistant discovery configs (lock, door, last person, fps, people)")

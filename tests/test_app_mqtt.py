@@ -170,6 +170,7 @@ def test_events_state_discovery_and_commands_over_a_real_broker(tmp_path, scene,
         assert any(e["person_id"] == EILEEN for e in events_of(monitor, "recognized"))
         unknown = events_of(monitor, "unknown_face")
         assert len(unknown) == 1 and unknown[0]["person_id"] is None
+        assert not [t for t, *_ in monitor.messages if "/snapshot/" in t]  # mqtt.snapshots is off by default
         # They are the journal's own events (same ids), sent through its outbox.
         journalled = {e["event_id"] for e in journal_rows(config)}
         assert granted["event_id"] in journalled and unknown[0]["event_id"] in journalled
@@ -313,6 +314,31 @@ def test_a_broker_down_at_start_does_not_stop_the_door_and_events_arrive_later(t
         gate.close()
         if monitor is not None:
             monitor.close()
+
+
+def test_snapshots_show_the_face_each_decision_was_about(tmp_path, scene, broker):
+    import cv2
+
+    from edge_mfr.vision.pipeline import FacePipeline
+
+    monitor = Recorder(broker, "monitor", [T.event("#"), f"edge-mfr/{DEVICE}/snapshot/#"])
+    config = make_config(tmp_path, scene, broker.port, snapshots=True)
+    app = Appliance(config, source=source(scene), pin_factory=MockFactory(), notifier=Notifier(), pace=True)
+    run = Running(app)
+    try:
+        assert wait_until(lambda: monitor.on(T.snapshot("access_granted")) and monitor.on(T.snapshot("unknown_face")),
+                          TIMEOUT), [t for t, *_ in monitor.messages]
+        detector = FacePipeline(embed=False)
+        for kind in ("access_granted", "unknown_face"):
+            jpeg, = monitor.on(T.snapshot(kind))
+            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert image is not None, f"{kind}: the snapshot is not a JPEG"
+            faces = detector.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), crop_kind="photo")
+            assert len(faces) == 1, f"{kind}: expected the one face the decision was about"
+            assert faces[0].width > 0.3 * image.shape[1], f"{kind}: the face should fill the snapshot"
+    finally:
+        run.stop()
+        monitor.close()
 
 
 def test_mqtt_settings_come_from_the_new_config_keys(tmp_path, scene):
