@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge_mfr.errors import ModelError, RuntimeMissingError
+from edge_mfr.paths import sha256_file
 from edge_mfr.vision import weight_cache
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,6 @@ def _interpreter_class() -> tuple[type, str]:
 def runtime_name() -> str:
     """Name of the TFLite runtime package in use (for bench and doctor output)."""
     return _interpreter_class()[1]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

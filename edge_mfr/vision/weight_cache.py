@@ -16,13 +16,12 @@ deleted and built again. Builds go to a temporary name and are renamed into plac
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import platform
 from pathlib import Path
 
-from edge_mfr.paths import cache_dir
+from edge_mfr.paths import cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +50,11 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def usable(path: Path) -> bool:
     """True when ``path`` exists and matches the sha256 recorded when it was built."""
     try:
         recorded = _sidecar(path).read_text().strip()
-        return bool(recorded) and _sha256(path) == recorded
+        return bool(recorded) and sha256_file(path) == recorded
     except OSError:
         return False
 
@@ -80,7 +71,7 @@ def build_path(path: Path) -> Path:
 
 def publish(built: Path, path: Path) -> None:
     """Checksum a freshly built cache and move it into place (the sidecar last, so a crash leaves none)."""
-    checksum = _sha256(built)
+    checksum = sha256_file(built)
     os.replace(built, path)
     sidecar_tmp = _sidecar(built)
     sidecar_tmp.write_text(checksum + "\n")
