@@ -145,21 +145,6 @@ class _PolicyClock:
         return datetime.now(self._tz) if self._tz else datetime.now()
 
 
-def policy_config(cfg: Any) -> Any:
-    """config.PolicyConfig (TOML shape) -> policy.PolicyConfig (the rule engine's own model).
-
-    The two models are kept separately; fields they share are copied by name, schedules are rebuilt
-    window by window. ``announce_masked`` is the appliance's business (it filters hook payloads).
-    """
-    from edge_mfr.policy import PolicyConfig
-
-    shared = set(PolicyConfig.model_fields) - {"schedules"}
-    data = {k: v for k, v in cfg.model_dump().items() if k in shared}
-    data["schedules"] = {pid: [{"days": w.days, "start": w.start, "end": w.end} for w in windows]
-                         for pid, windows in cfg.schedules.items()}
-    return PolicyConfig.model_validate(data)
-
-
 def lock_doors(doors: list[Any]) -> list[Any]:
     """config.DoorConfig (pydantic) -> device.lock.DoorConfig (the lock's frozen dataclass)."""
     from dataclasses import fields as dc_fields
@@ -308,7 +293,7 @@ class Appliance:
         self.bank = LockBank(lock_doors(cfg.doors), factory, self._lock_event, watchdog_s=watchdog)
         rec = cfg.recognition
         self.tracker = Tracker(vote_n=rec.vote_n, vote_m=rec.vote_m, reembed_every=rec.reembed_every)
-        self.policy = AccessPolicy(policy_config(cfg.policy), _PolicyClock(self.clock, cfg.policy.timezone))
+        self.policy = AccessPolicy(cfg.policy, _PolicyClock(self.clock, cfg.policy.timezone))
         if cfg.mqtt.enabled:
             self._start_mqtt()
         if cfg.kiosk.enabled:

@@ -319,11 +319,19 @@ class Window(Section):
             return when.weekday() in days and start <= now < end
         return (when.weekday() in days and now >= start) or ((when.weekday() - 1) % 7 in days and now < end)
 
+    def describe(self) -> str:
+        """'mon-fri 08:00-18:00', for the reasons the policy gives."""
+        days = self.days if isinstance(self.days, str) else ",".join(self.days)
+        return f"{days} {self.start}-{self.end}"
+
 
 class PolicyConfig(Section):
     person_cooldown_seconds: float = Field(
         10.0, ge=0, description="after a grant or denial, ignore the same person at the same door this long")
     door_cooldown_seconds: float = Field(3.0, ge=0, description="minimum time between two unlocks of a door")
+    once_per_track: bool = Field(
+        True, description="a track (one stay in front of the camera) unlocks once; stepping away and back "
+                          "again, after the person cooldown, unlocks again")
     lockout_after_unknowns: int = Field(
         5, ge=0, description="lock out a door after this many unknown faces within lockout_window_seconds (0"
                              " = never)")

@@ -12,142 +12,29 @@ journal. Unknown faces are counted once per track; a track is keyed by (door, tr
 
 Durations use a monotonic clock and schedules the local wall clock, separately: a Pi has no
 real-time clock and its wall time jumps when NTP syncs after boot, which must not stretch a lockout.
+
+The rules are configured by ``[policy]`` of the config file itself (:class:`edge_mfr.config.PolicyConfig`),
+so the TOML and the engine cannot drift apart.
 """
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from edge_mfr.config import PolicyConfig
+from edge_mfr.config import Window as ScheduleWindow
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+__all__ = ["AccessPolicy", "Observation", "PolicyConfig", "PolicyDecision", "ScheduleWindow", "observations"]
+
 TRACK_MEMORY_SECONDS = 300.0  # per-track state (counted unknown, mask status) kept after a track is last seen
 
 Action = Literal["unlock", "deny", "none"]
 Event = tuple[str, dict[str, Any]]
-
-
-# ------------------------------------------------------------------------------------------------ config
-
-
-def _parse_days(spec: str | list[str]) -> frozenset[int]:
-    """"mon-fri", "sat,sun", "fri-mon" (wraps), "daily", or a list of those, to weekday numbers (Mon=0)."""
-    parts = spec if isinstance(spec, list) else [spec]
-    out: set[int] = set()
-    for part in parts:
-        for item in str(part).lower().replace(" ", "").split(","):
-            if item in ("daily", "all", "*"):
-                out.update(range(7))
-                continue
-            first, sep, last = item.partition("-")
-            try:
-                a = DAYS.index(first[:3]) if len(first) >= 3 else -1
-                b = DAYS.index(last[:3]) if sep and len(last) >= 3 else a
-            except ValueError:
-                a = b = -1
-            if a < 0 or b < 0:
-                raise ValueError(f"unknown day {item!r}; use mon..sun, ranges like mon-fri, or daily")
-            i = a
-            out.add(i)
-            while i != b:
-                i = (i + 1) % 7
-                out.add(i)
-    if not out:
-        raise ValueError("a schedule window needs at least one day")
-    return frozenset(out)
-
-
-def _parse_time(text: str) -> int:
-    """"HH:MM" to minutes after midnight; "24:00" is the end of the day."""
-    m = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
-    if not m or int(m.group(2)) > 59 or int(m.group(1)) > 24 or (int(m.group(1)) == 24 and int(m.group(2))):
-        raise ValueError(f"time {text!r} must be HH:MM between 00:00 and 24:00")
-    return int(m.group(1)) * 60 + int(m.group(2))
-
-
-class ScheduleWindow(BaseModel):
-    """Days and a local time range when a person may enter.
-
-    ``start`` (TOML key ``from``) is inclusive, ``end`` (``to``) exclusive. A window whose end is before
-    its start runs over midnight and belongs to the day it starts on: ``days="fri", start="22:00",
-    end="06:00"`` covers Friday 22:00 to Saturday 06:00.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    days: str | list[str] = Field("daily", description="mon..sun, ranges (mon-fri, fri-mon), lists, or daily")
-    start: str = Field("00:00", alias="from", description="local time HH:MM, inclusive")
-    end: str = Field("24:00", alias="to", description="local time HH:MM, exclusive; < start: over midnight")
-
-    @field_validator("days")
-    @classmethod
-    def _check_days(cls, v: str | list[str]) -> str | list[str]:
-        _parse_days(v)
-        return v
-
-    @field_validator("start", "end")
-    @classmethod
-    def _check_time(cls, v: str) -> str:
-        _parse_time(v)
-        return v
-
-    @model_validator(mode="after")
-    def _check_range(self) -> ScheduleWindow:
-        if _parse_time(self.start) == _parse_time(self.end):
-            raise ValueError(f"schedule window {self.start}-{self.end} is empty; use 00:00-24:00 for all day")
-        if _parse_time(self.start) == 24 * 60:
-            raise ValueError("a schedule window cannot start at 24:00")
-        return self
-
-    def contains(self, when: datetime) -> bool:
-        days = _parse_days(self.days)
-        start, end = _parse_time(self.start), _parse_time(self.end)
-        minute = when.hour * 60 + when.minute
-        day = when.weekday()
-        if start < end:
-            return day in days and start <= minute < end
-        # Over midnight: the evening part on a listed day, the morning part on the day after one.
-        return (day in days and minute >= start) or ((day - 1) % 7 in days and minute < end)
-
-    def describe(self) -> str:
-        days = self.days if isinstance(self.days, str) else ",".join(self.days)
-        return f"{days} {self.start}-{self.end}"
-
-
-class PolicyConfig(BaseModel):
-    """Access rules; durations in seconds."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    person_cooldown_seconds: float = Field(
-        10.0, ge=0, description="after unlocking (or denying) a person, ignore them at that door this long")
-    door_cooldown_seconds: float = Field(3.0, ge=0, description="minimum time between two unlocks of a door")
-    once_per_track: bool = Field(
-        True, description="a track (one stay in front of the camera) unlocks once; stepping away and back "
-                          "again, after the person cooldown, unlocks again")
-    lockout_after_unknowns: int = Field(
-        5, ge=0, description="unknown faces (one per track) in the window that start a lockout; 0 = never")
-    lockout_window_seconds: float = Field(60.0, gt=0, description="window in which unknown faces are counted")
-    lockout_seconds: float = Field(300.0, ge=0, description="how long nobody gets in after a lockout starts")
-    schedules: dict[str, list[ScheduleWindow]] = Field(
-        default_factory=dict, description="person id -> windows when they may enter; not listed: always")
-    timezone: str | None = Field(None, description="IANA zone for schedules (Europe/Berlin); None = system")
-
-    @field_validator("timezone")
-    @classmethod
-    def _check_tz(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {v!r}") from None
-        return v
 
 
 # ------------------------------------------------------------------------------------------------- clock

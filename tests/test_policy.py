@@ -300,7 +300,7 @@ def test_schedule_applies_to_that_person_only():
     ("cfg", "message"),
     [
         ({"cooldown": 3}, "extra"),
-        ({"schedules": {"a": [{"days": "funday"}]}}, "unknown day"),
+        ({"schedules": {"a": [{"days": "funday"}]}}, "not a list of days"),
         ({"schedules": {"a": [{"start": "25:00"}]}}, "HH:MM"),
         ({"schedules": {"a": [{"start": "08:00", "end": "08:00"}]}}, "empty"),
         ({"schedules": {"a": [{"days": "mon", "begin": "08:00"}]}}, "extra"),
