@@ -8,14 +8,11 @@ a manifest from another release gives a clear error naming the file instead of w
 
 from __future__ import annotations
 
-import atexit
-import gc
 import json
 import logging
 import os
 import sys
 import tempfile
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -285,10 +282,11 @@ class CachedWeightsModel(_ModelBase):
         ordered = self._ordered(outputs)
         self._out_shapes = [tuple(int(v) for v in d["shape"]) for d in ordered]
         position = {d["name"]: i for i, d in enumerate(outputs)}
-        self._inputs = self._model.create_input_buffers(0)
-        buffers = self._model.create_output_buffers(0)
-        self._outputs = [buffers[position[d["name"]]] for d in ordered]
-        _LIVE_COMPILED.add(self)
+        with _native_log_to_debug():  # buffers and the first run set up more of LiteRT, which talks too
+            self._inputs = self._model.create_input_buffers(0)
+            buffers = self._model.create_output_buffers(0)
+            self._outputs = [buffers[position[d["name"]]] for d in ordered]
+            self._invoke(np.zeros(self._input_shape, np.float32))
 
     def close(self) -> None:
         """Release the compiled model and its buffers (their environment goes with the last model)."""
@@ -309,21 +307,6 @@ class CachedWeightsModel(_ModelBase):
 
     def invoke_again(self) -> None:
         self._model.run_by_index(0, self._inputs, self._outputs)
-
-
-_LIVE_COMPILED: weakref.WeakSet[CachedWeightsModel] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_compiled_models() -> None:
-    """Tear LiteRT down while its chatter still goes to the debug log, not to stderr at every exit."""
-    if not _LIVE_COMPILED and _environment.cache_info().currsize == 0:
-        return
-    with _native_log_to_debug():
-        for model in list(_LIVE_COMPILED):
-            model.close()
-        _environment.cache_clear()
-        gc.collect()
 
 
 @lru_cache(maxsize=1)
