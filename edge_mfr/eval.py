@@ -117,6 +117,7 @@ class ProbeResult:
     embedding: np.ndarray | None = None
     crop: np.ndarray | None = None
     predicted_masked: bool = False
+    masked_crop: np.ndarray | None = None
 
 
 def _embed_probe(pipeline: FacePipeline, data_dir: Path, row: Row) -> ProbeResult:
@@ -129,7 +130,7 @@ def _embed_probe(pipeline: FacePipeline, data_dir: Path, row: Row) -> ProbeResul
     if face is None:
         return ProbeResult(row, False)
     analyzed = pipeline.analyze_faces(image, [face])[0]
-    return ProbeResult(row, True, analyzed.embedding, analyzed.crop)
+    return ProbeResult(row, True, analyzed.embedding, analyzed.crop, masked_crop=analyzed.masked_crop)
 
 
 def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline: FacePipeline,
@@ -184,6 +185,14 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
         e = np.stack([p.embedding for p in found])
         for p, m in zip(found, mask_classifier.predict(e, [p.crop for p in found]), strict=True):
             p.predicted_masked = bool(m)
+        # As at the door (Identifier.identify): faces judged masked are matched by their masked alignment.
+        routed_masked = [p for p in found if p.predicted_masked]
+        if routed_masked:
+            from edge_mfr.vision.pipeline import AnalyzedFace
+
+            views = [AnalyzedFace(None, p.crop, p.embedding, p.masked_crop) for p in routed_masked]
+            for p, emb in zip(routed_masked, pipeline.masked_embeddings(views), strict=True):
+                p.embedding = emb
 
     ids = classifier.ids
     col = {pid: j for j, pid in enumerate(ids)}

@@ -49,9 +49,9 @@ def test_report_has_the_contract_keys(report, labels):
 
 @pytest.mark.data
 def test_accuracy_floors(report):
-    assert report["masked_rank1"] >= 0.80
+    assert report["masked_rank1"] >= 0.85  # measured 0.859 (73/85)
     assert report["unmasked_rank1"] >= 0.95
-    assert report["masked_tar_at_far_1e-3"] >= 0.60
+    assert report["masked_tar_at_far_1e-3"] >= 0.65  # measured 0.659
     assert report["unmasked_tar_at_far_1e-3"] >= 0.92
     assert all(v == 0 for v in report["no_face"].values()), report["no_face"]
 

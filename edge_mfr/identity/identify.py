@@ -6,6 +6,7 @@ the same way everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,11 @@ class Identifier:
         return cls(gallery, MaskStatusClassifier.load(models_dir, embedder_sha256), thresholds,
                    svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process)
 
-    def identify(self, faces: list[AnalyzedFace]) -> list[Identification]:
+    def identify(self, faces: list[AnalyzedFace],
+                 embed_masked: Callable[[list[AnalyzedFace]], np.ndarray] | None = None) -> list[Identification]:
+        """Mask status from the usual embedding; faces judged masked are then matched by the embedding
+        of their eyes-and-nose aligned crop when ``embed_masked`` (FacePipeline.masked_embeddings) is given.
+        """
         if not faces:
             return []
         embeddings = np.stack([f.embedding for f in faces])
@@ -55,6 +60,10 @@ class Identifier:
 
         mask_values = self.mask_status.decision(features(embeddings, [f.crop for f in faces]))
         masked = mask_values > 0
+        if embed_masked is not None and masked.any():
+            idx = np.flatnonzero(masked)
+            embeddings = embeddings.copy()
+            embeddings[idx] = embed_masked([faces[i] for i in idx])
         out = []
         for d, m, v in zip(self.classifier.decide(embeddings, masked), masked, mask_values, strict=True):
             person = self._people.get(d.person_id) if d.person_id else None

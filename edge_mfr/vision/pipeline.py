@@ -40,6 +40,8 @@ class AnalyzedFace:
     face: Face
     crop: np.ndarray
     embedding: np.ndarray | None = None
+    # Eyes-and-nose aligned crop, embedded only once the face is judged masked (align.MASKED_ALIGN_POINTS).
+    masked_crop: np.ndarray | None = None
 
 
 @dataclass
@@ -72,6 +74,7 @@ class FacePipeline:
         """Align and (when an embedder is loaded) embed the given faces of ``image`` in one batch."""
         t0 = time.perf_counter()
         crops = [align_face(image, f) for f in faces]
+        masked_crops = [align_face(image, f, masked=True) for f in faces]
         t1 = time.perf_counter()
         embeddings: list[np.ndarray | None] = [None] * len(crops)
         if self.embedder is not None and crops:
@@ -79,7 +82,16 @@ class FacePipeline:
         t2 = time.perf_counter()
         self.times.align_ms = (t1 - t0) * 1000
         self.times.embed_ms = (t2 - t1) * 1000
-        return [AnalyzedFace(f, c, e) for f, c, e in zip(faces, crops, embeddings, strict=True)]
+        return [AnalyzedFace(f, c, e, m) for f, c, e, m in zip(faces, crops, embeddings, masked_crops, strict=True)]
+
+    def masked_embeddings(self, faces: list[AnalyzedFace]) -> np.ndarray:
+        """(n, dim) embeddings of the faces' masked-alignment crops (their usual embedding where none)."""
+        if self.embedder is None:
+            raise RuntimeError("this FacePipeline was built with embed=False")
+        if not faces:
+            return np.zeros((0, self.embedder.dim), np.float32)
+        crops = [f.masked_crop if f.masked_crop is not None else f.crop for f in faces]
+        return self.embedder.embed(np.stack(crops))
 
     def analyze(self, image: np.ndarray, crop_kind: str = "auto") -> list[AnalyzedFace]:
         return self.analyze_faces(image, self.detect(image, crop_kind=crop_kind))

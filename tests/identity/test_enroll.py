@@ -203,3 +203,30 @@ def test_reembed_after_a_model_change_needs_kept_crops(tmp_path, pipeline, astro
     with pytest.raises(GalleryError, match="re-enroll"):
         reembed(plain, pipeline)
     assert plain.read_bytes() == before
+
+
+def test_only_faces_judged_masked_are_matched_by_their_masked_alignment(tmp_path, pipeline, astronaut):
+    """Identifier.identify re-embeds exactly the masked faces' eyes-and-nose crops, and still finds her."""
+    from edge_mfr.demo import DEMO_MASK
+    from edge_mfr.vision.synthetic_masks import MaskStyle, render_mask
+
+    photo = _write(tmp_path / "eileen.jpg", astronaut)
+    gallery = tmp_path / "gallery.npz"
+    enroll(gallery, "Eileen Collins", [photo], pipeline)
+    g = Gallery.load(gallery, pipeline.embedder.model_sha256)
+    identifier = Identifier(g, MaskStatusClassifier.load(embedder_sha256=pipeline.embedder.model_sha256))
+    asked: list[int] = []
+
+    def spy(faces):
+        asked.append(len(faces))
+        return pipeline.masked_embeddings(faces)
+
+    bare = identifier.identify(pipeline.analyze(astronaut), spy)[0]
+    assert not bare.masked and asked == []
+    face = pipeline.detect(astronaut, crop_kind="photo")[0]
+    masked_image = render_mask(astronaut, face.keypoints, MaskStyle(*DEMO_MASK))
+    analyzed = pipeline.analyze(masked_image)
+    ident = identifier.identify(analyzed, spy)[0]
+    assert ident.masked and asked == [1]
+    assert ident.decision.person_id is not None and ident.name == "Eileen Collins"
+    assert not np.array_equal(analyzed[0].crop, analyzed[0].masked_crop)  # a different alignment was used

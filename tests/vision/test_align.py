@@ -43,3 +43,23 @@ def test_aligned_crop_places_keypoints_on_the_template(short_detector, astronaut
     assert again, "face not found again in its own aligned crop"
     eyes = again[0].keypoints[:2] - 80
     assert np.abs(eyes - TEMPLATE_160[:2]).max() < 10
+
+
+def test_masked_alignment_ignores_the_mouth_keypoint(short_detector, astronaut):
+    """Under a mask BlazeFace's mouth point is a guess: the masked crop must not move with it."""
+    from dataclasses import replace
+
+    from edge_mfr.vision.align import MASKED_ALIGN_POINTS
+    from edge_mfr.vision.types import KP_MOUTH
+
+    face = short_detector.detect(astronaut)[0]
+    keypoints = face.keypoints.copy()
+    keypoints[KP_MOUTH] += [0.0, 25.0]  # the mouth guessed far too low
+    moved = replace(face, keypoints=keypoints)
+    assert KP_MOUTH not in MASKED_ALIGN_POINTS
+    np.testing.assert_allclose(alignment_matrix(moved, masked=True), alignment_matrix(face, masked=True))
+    assert not np.allclose(alignment_matrix(moved), alignment_matrix(face), atol=1e-3)  # the bare path uses it
+    crop = align_face(astronaut, face, masked=True)
+    mapped = transform_points(face.keypoints[list(MASKED_ALIGN_POINTS)], alignment_matrix(face, masked=True))
+    assert crop.shape == (160, 160, 3)
+    assert np.abs(mapped - TEMPLATE_160[list(MASKED_ALIGN_POINTS)]).max() < 8
