@@ -18,15 +18,6 @@ def data_available() -> bool:
     return (DATA_DIR / "labels.csv").is_file()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    """Caches (XNNPACK's packed weights) go to a folder of this session, not ~/.cache; built once per run."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EDGE_MFR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        patch.delenv("EDGE_MFR_WEIGHT_CACHE", raising=False)
-        yield
-
-
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """../shared/data (or $EDGE_MFR_DATA); tests using it skip when it is absent (CI requires it)."""

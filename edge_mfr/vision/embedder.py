@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_mfr.vision.runtime import CachedWeightsModel, TFLiteModel, load_model
+from edge_mfr.vision.runtime import TFLiteModel, load_model
 
 
 class Embedder:
@@ -17,11 +17,9 @@ class Embedder:
     masked-face accuracy.
     """
 
-    def __init__(self, num_threads: int = 1, models_dir: Path | None = None,
-                 model: TFLiteModel | CachedWeightsModel | None = None, max_batch: int = 8):
-        # FaceNet holds 24.6 MB of int8 weights: cache XNNPACK's packed copy on disk instead of on the heap.
-        self.model = model or load_model("embedder", num_threads=num_threads, models_dir=models_dir,
-                                         cache_weights=True)
+    def __init__(self, num_threads: int = 1, models_dir: Path | None = None, model: TFLiteModel | None = None,
+                 max_batch: int = 8):
+        self.model = model or load_model("embedder", num_threads=num_threads, models_dir=models_dir)
         pre = self.model.spec.preprocessing
         self.mean = float(pre.get("mean", 127.5))
         self.std = float(pre.get("std", 128.0))

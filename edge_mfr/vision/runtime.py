@@ -8,13 +8,11 @@ a manifest from another release gives a clear error naming the file instead of w
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +22,6 @@ import numpy as np
 
 from edge_mfr.errors import ModelError, RuntimeMissingError
 from edge_mfr.paths import sha256_file
-from edge_mfr.vision import weight_cache
 
 log = logging.getLogger(__name__)
 
@@ -139,47 +136,7 @@ def verify_model_file(path: Path, spec: ModelSpec) -> None:
         raise ModelError(f"{path}: sha256 {actual[:12]}... does not match the manifest ({spec.sha256[:12]}...)")
 
 
-class _ModelBase:
-    """What both back-ends share: manifest shape checks and float-in/float-out batches."""
-
-    path: Path
-    spec: ModelSpec
-    runtime: str
-    num_threads: int
-    _batch: int
-
-    def _check_shapes(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
-        for kind, details, expected in (("input", inputs, self.spec.inputs), ("output", outputs, self.spec.outputs)):
-            actual = sorted(tuple(int(v) for v in d["shape"][1:]) for d in details)
-            wanted = sorted(tuple(int(v) for v in e["shape"][1:]) for e in expected)
-            if actual != wanted:
-                raise ModelError(f"{self.path}: {kind} shapes {actual} differ from the manifest's {wanted}")
-
-    def _ordered(self, details: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Output details in manifest order (by tensor name; as given when the names differ)."""
-        by_name = {d["name"]: d for d in details}
-        ordered = [by_name.get(o.get("name")) for o in self.spec.outputs]
-        return details if any(d is None for d in ordered) else ordered  # type: ignore[return-value]
-
-    def _resize_batch(self, batch: int) -> bool:
-        return batch == self._batch
-
-    def _invoke(self, x: np.ndarray) -> list[np.ndarray]:
-        raise NotImplementedError
-
-    def invoke_again(self) -> None:
-        """Run the graph on the input already set (bench: the bare model time, nothing around it)."""
-        raise NotImplementedError
-
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """Run on a float32 batch (already preprocessed); returns float32 outputs in manifest order."""
-        if self._resize_batch(int(x.shape[0])):
-            return self._invoke(x)
-        parts = [self._invoke(x[i : i + self._batch]) for i in range(0, len(x), self._batch)]
-        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
-
-
-class TFLiteModel(_ModelBase):
+class TFLiteModel:
     """A verified TFLite interpreter with float-in/float-out helpers for quantized tensors."""
 
     def __init__(self, path: Path, spec: ModelSpec, num_threads: int = 1):
@@ -195,11 +152,24 @@ class TFLiteModel(_ModelBase):
         self.num_threads = num_threads
         self.input_details = self.interpreter.get_input_details()
         self.output_details = self.interpreter.get_output_details()
-        self._check_shapes(self.input_details, self.output_details)
+        self._check_shapes()
         self._batch = int(self.input_details[0]["shape"][0])
         # Re-planning a resized graph makes XNNPACK pack its weights again (tens of MiB at peak), and
         # FaceNet's frozen graph cannot resize at all; only models the manifest marks as batchable try it.
         self._fixed_batch = not bool(spec.extra.get("dynamic_batch", False))
+        # One run makes sure every delegate has packed its weights, then the file's pages can go.
+        self._invoke(np.zeros(self.input_shape, np.float32))
+        release_mapped_pages(path)
+
+    def _check_shapes(self) -> None:
+        for kind, details, expected in (
+            ("input", self.input_details, self.spec.inputs),
+            ("output", self.output_details, self.spec.outputs),
+        ):
+            actual = sorted(tuple(int(v) for v in d["shape"][1:]) for d in details)
+            wanted = sorted(tuple(int(v) for v in e["shape"][1:]) for e in expected)
+            if actual != wanted:
+                raise ModelError(f"{self.path}: {kind} shapes {actual} differ from the manifest's {wanted}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -234,140 +204,55 @@ class TFLiteModel(_ModelBase):
         detail = self.input_details[0]
         self.interpreter.set_tensor(detail["index"], _quantize(x, detail))
         self.interpreter.invoke()
-        return [_dequantize(self.interpreter.get_tensor(d["index"]), d) for d in self._ordered(self.output_details)]
+        by_name = {d["name"]: d for d in self.output_details}
+        ordered = [by_name.get(o.get("name")) for o in self.spec.outputs]
+        if any(d is None for d in ordered):
+            ordered = self.output_details
+        return [_dequantize(self.interpreter.get_tensor(d["index"]), d) for d in ordered]
 
     def invoke_again(self) -> None:
+        """Run the graph on the input already set (bench: the bare model time, nothing around it)."""
         self.interpreter.invoke()
 
-
-class CachedWeightsModel(_ModelBase):
-    """A fixed-shape, float-interface model on LiteRT's CompiledModel with XNNPACK weights cached in a file.
-
-    Same results as the Interpreter (bit-identical embeddings, tested), but the packed weights are
-    file-backed, so the model costs its weights once in RSS instead of twice (see weight_cache).
-    """
-
-    def __init__(self, path: Path, spec: ModelSpec, num_threads: int, cache: Path):
-        verify_model_file(path, spec)
-        from ai_edge_litert.compiled_model import CompiledModel
-        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-        from ai_edge_litert.options import CpuOptions, Options
-
-        self.path, self.spec, self.num_threads = path, spec, num_threads
-        self.runtime = "ai-edge-litert (CompiledModel, cached XNNPACK weights)"
-        self.cache = cache
-        fresh = not weight_cache.usable(cache)
-        target = weight_cache.build_path(cache) if fresh else cache
-        options = Options(hardware_accelerators=HardwareAccelerator.CPU,
-                          cpu_options=CpuOptions(num_threads=num_threads, xnnpack_weight_cache_path=str(target)))
-        try:
-            with _native_log_to_debug():
-                self._model = CompiledModel.from_file(str(path), options=options, environment=_environment())
-        except Exception:
-            if fresh:
-                weight_cache.discard(target)
-            raise
-        if fresh:
-            weight_cache.publish(target, cache)
-            log.info("%s: packed weights cached in %s", path.name, cache)
-        signatures = self._model.get_signature_list()
-        self._signature = next(iter(signatures))
-        inputs = list(self._model.get_input_tensor_details(self._signature).values())
-        outputs = list(self._model.get_output_tensor_details(self._signature).values())
-        self._check_shapes(inputs, outputs)
-        if len(inputs) != 1 or any(d["dtype"] != "float32" for d in inputs + outputs):
-            raise ModelError(f"{path}: only one-input float32-interface models can use the weight cache")
-        self._input_shape = tuple(int(v) for v in inputs[0]["shape"])
-        self._batch = self._input_shape[0]
-        ordered = self._ordered(outputs)
-        self._out_shapes = [tuple(int(v) for v in d["shape"]) for d in ordered]
-        position = {d["name"]: i for i, d in enumerate(outputs)}
-        with _native_log_to_debug():  # buffers and the first run set up more of LiteRT, which talks too
-            self._inputs = self._model.create_input_buffers(0)
-            buffers = self._model.create_output_buffers(0)
-            self._outputs = [buffers[position[d["name"]]] for d in ordered]
-            self._invoke(np.zeros(self._input_shape, np.float32))
-
-    def close(self) -> None:
-        """Release the compiled model and its buffers (their environment goes with the last model)."""
-        self._inputs, self._outputs = [], []
-        if self._model is not None:
-            self._model.close()
-            self._model = None
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self._input_shape
-
-    def _invoke(self, x: np.ndarray) -> list[np.ndarray]:
-        self._inputs[0].write(np.ascontiguousarray(x, dtype=np.float32))
-        self.invoke_again()
-        return [np.asarray(buf.read(int(np.prod(shape)), np.float32), dtype=np.float32).reshape(shape)
-                for buf, shape in zip(self._outputs, self._out_shapes, strict=True)]
-
-    def invoke_again(self) -> None:
-        self._model.run_by_index(0, self._inputs, self._outputs)
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run on a float32 batch (already preprocessed); returns float32 outputs in manifest order."""
+        if self._resize_batch(int(x.shape[0])):
+            return self._invoke(x)
+        parts = [self._invoke(x[i : i + self._batch]) for i in range(0, len(x), self._batch)]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
-@lru_cache(maxsize=1)
-def _environment() -> Any:
-    """One LiteRT environment per process, shared by every compiled model."""
-    from ai_edge_litert.environment import Environment
-
-    with _native_log_to_debug():
-        return Environment.create()
+_MADV_DONTNEED = 4  # Linux
 
 
-@contextmanager
-def _native_log_to_debug() -> Iterator[None]:
-    """Send what LiteRT's C++ code writes to stderr while a model loads to our log at DEBUG level.
+def release_mapped_pages(path: Path) -> int:
+    """Drop this process's resident pages of read-only mappings of ``path``; returns the bytes released.
 
-    Creating an environment probes for GPU and NPU plug-ins a Pi does not have and prints a warning for
-    each one; that would read like a fault in the journal at every start.
+    XNNPACK repacks every weight tensor into its own heap buffers when the model is prepared and never
+    reads the mapped model file's weights again, but the pages it read them from stay resident: FaceNet's
+    24.6 MB counted twice in RSS. MADV_DONTNEED on a read-only file mapping only unmaps those pages; if
+    anything reads them later they fault back in from the file, which was verified against the manifest,
+    so results cannot change (tested bit for bit). Measured: FaceNet loaded and run, RSS 97 -> 74 MiB.
+    Linux only; elsewhere, or when madvise is refused, nothing happens.
     """
     try:
-        saved = os.dup(2)
+        target = str(Path(path).resolve())
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
     except OSError:
-        yield
-        return
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            for line in sink.read().decode("utf-8", "replace").splitlines():
-                if line.strip():
-                    log.debug("litert: %s", line)
-
-
-def weight_cached_model(path: Path, spec: ModelSpec, num_threads: int) -> _ModelBase | None:
-    """The model with XNNPACK weights cached on disk, or None where that cannot be had.
-
-    None (and the caller uses the Interpreter) when the cache is switched off, the runtime predates
-    CompiledModel, the model needs resizing, or the cache folder is not writable.
-    """
-    folder = weight_cache.weight_cache_dir()
-    if folder is None or spec.extra.get("dynamic_batch", False):
-        return None
-    try:
-        import ai_edge_litert
-        from ai_edge_litert.compiled_model import CompiledModel  # noqa: F401
-    except ImportError:
-        return None
-    version = str(getattr(ai_edge_litert, "__version__", "unknown"))
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not os.access(folder, os.W_OK):
-            raise PermissionError(f"{folder} is not writable")
-        return CachedWeightsModel(path, spec, num_threads, weight_cache.cache_path(path, spec.sha256, version, folder))
-    except ModelError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure here only costs memory: fall back, loudly
-        log.warning("%s: XNNPACK weight cache unavailable (%s); using the plain interpreter", path.name, exc)
-        return None
+        return 0
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    released = 0
+    for line in lines:
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6 or parts[5].strip() != target or "w" in parts[1]:
+            continue
+        start, end = (int(v, 16) for v in parts[0].split("-"))
+        if madvise(start, end - start, _MADV_DONTNEED) == 0:
+            released += end - start
+    return released
 
 
 def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -387,13 +272,8 @@ def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return (y.astype(np.float32) - zero) * scale
 
 
-def load_model(role: str, num_threads: int = 1, models_dir: Path | None = None, name: str | None = None,
-               cache_weights: bool = False) -> TFLiteModel | CachedWeightsModel:
-    """Find, verify and load the model for ``role``; ``cache_weights`` asks for file-cached XNNPACK weights."""
+def load_model(role: str, num_threads: int = 1, models_dir: Path | None = None, name: str | None = None) -> TFLiteModel:
+    """Find, verify and load the model for ``role``."""
     path, spec = find_model(role, models_dir, name)
     log.debug("loading %s (%s) with %d thread(s)", path, role, num_threads)
-    if cache_weights:
-        cached = weight_cached_model(path, spec, num_threads)
-        if cached is not None:
-            return cached  # type: ignore[return-value]
     return TFLiteModel(path, spec, num_threads=num_threads)

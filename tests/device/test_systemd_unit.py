@@ -64,7 +64,6 @@ def test_sections(unit):
         ("StateDirectoryMode", "0700"),
         ("ConfigurationDirectory", "edge-mfr"),
         ("RuntimeDirectory", "edge-mfr"),
-        ("CacheDirectory", "edge-mfr"),
         ("UMask", "0077"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "true"),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -78,3 +81,41 @@ def test_missing_runtime_is_a_clear_error(monkeypatch):
     finally:
         monkeypatch.undo()
         runtime._interpreter_class.cache_clear()
+
+
+_RSS_PROBE = """
+import json, sys
+import numpy as np
+from edge_mfr.vision import runtime
+if sys.argv[1] == 'keep':
+    runtime.release_mapped_pages = lambda path: 0
+from edge_mfr.vision.runtime import load_model
+model = load_model('embedder')
+x = np.random.default_rng(3).uniform(-1, 1, (1, 160, 160, 3)).astype(np.float32)
+out = [model.run(x)[0][0].tolist() for _ in range(3)]
+status = dict(line.split(':', 1) for line in open('/proc/self/status'))
+print(json.dumps({'rss_kib': int(status['VmRSS'].split()[0]), 'out': out}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_model_file_pages_are_released_after_xnnpack_packed_them():
+    """FaceNet's weights live in XNNPACK's packed copy; the mapped file's pages must not stay resident too.
+
+    Same embeddings with and without the release (bit for bit, also on later runs that would fault pages
+    back in), and at least 15 MiB less RSS (measured: about 23 MiB, the packed int8 weights).
+    """
+    results = {}
+    for mode in ("keep", "release"):
+        proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, mode], capture_output=True, text=True, check=True)
+        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert results["keep"]["out"] == results["release"]["out"]
+    assert results["release"]["out"][0] == results["release"]["out"][2]
+    saved_mib = (results["keep"]["rss_kib"] - results["release"]["rss_kib"]) / 1024
+    assert saved_mib >= 15, saved_mib
+
+
+def test_release_ignores_files_that_are_not_mapped(tmp_path):
+    path = tmp_path / "not-mapped.bin"
+    path.write_bytes(b"x" * 4096)
+    assert runtime.release_mapped_pages(path) == 0
