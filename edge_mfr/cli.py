@@ -150,7 +150,8 @@ def _identify_records(pipeline, identifier, image, faces, records) -> list | Non
     """Identify ``faces`` (adding an ``identity`` to each record); their labels, or None without a gallery."""
     if identifier is None:
         return None
-    ids = identifier.identify(pipeline.analyze_faces(image, faces), pipeline.masked_embeddings) if faces else []
+    ids = (identifier.identify(pipeline.analyze_faces(image, faces),
+                               lambda masked: pipeline.masked_embeddings(image, masked)) if faces else [])
     for r, i in zip(records, ids, strict=True):
         r["identity"] = {"person_id": i.decision.person_id, "name": i.name, "score": round(i.decision.score, 4),
                          "margin": round(i.decision.margin, 4), "masked": i.masked,

@@ -19,6 +19,7 @@ import numpy as np
 from edge_mfr.errors import EdgeMfrError, EnrollmentError, ImageError
 from edge_mfr.identity.classifier import IdentityClassifier, Thresholds
 from edge_mfr.identity.enroll import EnrollOptions, prepare_enrollment
+from edge_mfr.vision.align import align_face
 from edge_mfr.vision.faces import best_face
 from edge_mfr.vision.imageio import read_image
 from edge_mfr.vision.pipeline import FacePipeline
@@ -130,7 +131,9 @@ def _embed_probe(pipeline: FacePipeline, data_dir: Path, row: Row) -> ProbeResul
     if face is None:
         return ProbeResult(row, False)
     analyzed = pipeline.analyze_faces(image, [face])[0]
-    return ProbeResult(row, True, analyzed.embedding, analyzed.crop, masked_crop=analyzed.masked_crop)
+    # Kept for the mask routing below (the image is not): the eyes-and-nose crop a masked face is matched by.
+    masked_crop = align_face(image, face, masked=True)
+    return ProbeResult(row, True, analyzed.embedding, analyzed.crop, masked_crop=masked_crop)
 
 
 def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline: FacePipeline,
@@ -188,10 +191,8 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
         # As at the door (Identifier.identify): faces judged masked are matched by their masked alignment.
         routed_masked = [p for p in found if p.predicted_masked]
         if routed_masked:
-            from edge_mfr.vision.pipeline import AnalyzedFace
-
-            views = [AnalyzedFace(None, p.crop, p.embedding, p.masked_crop) for p in routed_masked]
-            for p, emb in zip(routed_masked, pipeline.masked_embeddings(views), strict=True):
+            masked_embeddings = pipeline.embedder.embed(np.stack([p.masked_crop for p in routed_masked]))
+            for p, emb in zip(routed_masked, masked_embeddings, strict=True):
                 p.embedding = emb
 
     ids = classifier.ids

@@ -51,7 +51,8 @@ class Identifier:
     def identify(self, faces: list[AnalyzedFace],
                  embed_masked: Callable[[list[AnalyzedFace]], np.ndarray] | None = None) -> list[Identification]:
         """Mask status from the usual embedding; faces judged masked are then matched by the embedding
-        of their eyes-and-nose aligned crop when ``embed_masked`` (FacePipeline.masked_embeddings) is given.
+        of their eyes-and-nose aligned crop when ``embed_masked`` (FacePipeline.masked_embeddings on the frame)
+        is given.
         """
         if not faces:
             return []

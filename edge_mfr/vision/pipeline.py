@@ -40,8 +40,6 @@ class AnalyzedFace:
     face: Face
     crop: np.ndarray
     embedding: np.ndarray | None = None
-    # Eyes-and-nose aligned crop, embedded only once the face is judged masked (align.MASKED_ALIGN_POINTS).
-    masked_crop: np.ndarray | None = None
 
 
 @dataclass
@@ -74,7 +72,6 @@ class FacePipeline:
         """Align and (when an embedder is loaded) embed the given faces of ``image`` in one batch."""
         t0 = time.perf_counter()
         crops = [align_face(image, f) for f in faces]
-        masked_crops = [align_face(image, f, masked=True) for f in faces]
         t1 = time.perf_counter()
         embeddings: list[np.ndarray | None] = [None] * len(crops)
         if self.embedder is not None and crops:
@@ -82,16 +79,18 @@ class FacePipeline:
         t2 = time.perf_counter()
         self.times.align_ms = (t1 - t0) * 1000
         self.times.embed_ms = (t2 - t1) * 1000
-        return [AnalyzedFace(f, c, e, m) for f, c, e, m in zip(faces, crops, embeddings, masked_crops, strict=True)]
+        return [AnalyzedFace(f, c, e) for f, c, e in zip(faces, crops, embeddings, strict=True)]
 
-    def masked_embeddings(self, faces: list[AnalyzedFace]) -> np.ndarray:
-        """(n, dim) embeddings of the faces' masked-alignment crops (their usual embedding where none)."""
+    def masked_embeddings(self, image: np.ndarray, faces: list[AnalyzedFace]) -> np.ndarray:
+        """(n, dim) embeddings of eyes-and-nose aligned crops (align.MASKED_ALIGN_POINTS) of faces in ``image``.
+
+        Only for faces already judged masked, so bare faces never pay for the second alignment.
+        """
         if self.embedder is None:
             raise RuntimeError("this FacePipeline was built with embed=False")
         if not faces:
             return np.zeros((0, self.embedder.dim), np.float32)
-        crops = [f.masked_crop if f.masked_crop is not None else f.crop for f in faces]
-        return self.embedder.embed(np.stack(crops))
+        return self.embedder.embed(np.stack([align_face(image, f.face, masked=True) for f in faces]))
 
     def analyze(self, image: np.ndarray, crop_kind: str = "auto") -> list[AnalyzedFace]:
         return self.analyze_faces(image, self.detect(image, crop_kind=crop_kind))
