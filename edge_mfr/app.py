@@ -297,7 +297,7 @@ class Appliance:
         if cfg.mqtt.enabled:
             self._start_mqtt()
         if cfg.kiosk.enabled:
-            from edge_mfr.device.kiosk import start_kiosk
+            from edge_mfr.interfaces.kiosk.server import start_kiosk
 
             self.kiosk = start_kiosk(self)  # a taken port is journalled; a bad password file aborts
         for door in self.bank:
@@ -487,7 +487,7 @@ class Appliance:
         """JPEG of the face a decision is about, for ``<prefix>/snapshot/<kind>``; only with mqtt.snapshots."""
         if self.mqtt is None or not self.config.mqtt.snapshots or image is None:
             return None
-        from edge_mfr.device.mqtt import encode_snapshot
+        from edge_mfr.interfaces.mqtt import encode_snapshot
 
         track = next((t for t in tracks if t.id == track_id), None)
         if track is None:
@@ -624,8 +624,8 @@ class Appliance:
         unreadable password, secret or TLS file) aborts start-up like any other.
         """
         from edge_mfr import __version__
-        from edge_mfr.device.mqtt import DoorInfo, MqttClient, MqttSettings
-        from edge_mfr.device.mqtt_commands import CommandHandler, GalleryCommands
+        from edge_mfr.interfaces.mqtt import DoorInfo, MqttClient, MqttSettings
+        from edge_mfr.interfaces.mqtt_commands import CommandHandler, GalleryCommands
         from edge_mfr.vision.pipeline import FacePipeline
 
         cfg = self.config

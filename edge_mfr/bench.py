@@ -220,7 +220,7 @@ def _viewer_cost(source: Path, gallery: Path | None) -> dict:
 
     os.environ.setdefault("EDGE_MFR_GPIO", "mock")
     from edge_mfr.config import load_config
-    from edge_mfr.device.kiosk import measure_viewer_cost
+    from edge_mfr.interfaces.kiosk.server import measure_viewer_cost
     from edge_mfr.stream.sources import make_source
 
     with tempfile.TemporaryDirectory(prefix="edge-mfr-bench-") as state:

@@ -192,7 +192,7 @@ def check_broker(cfg: Any, timeout: float = 5.0) -> Check:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge_mfr.device.mqtt import MqttClient, MqttSettings, _describe_failure
+    from edge_mfr.interfaces.mqtt import MqttClient, MqttSettings, _describe_failure
 
     where = f"{mqtt.host}:{mqtt.port}"
     try:

@@ -25,8 +25,8 @@ from gpiozero.pins.mock import MockFactory
 from edge_mfr.app import Appliance
 from edge_mfr.config import Config
 from edge_mfr.device.journal import Journal
-from edge_mfr.device.mqtt import MqttSettings, Topics
-from edge_mfr.device.mqtt_commands import sign_command
+from edge_mfr.interfaces.mqtt import MqttSettings, Topics
+from edge_mfr.interfaces.mqtt_commands import sign_command
 from tests import mosquitto_fixture as mf
 
 broker = mf.broker  # fixtures from tests/mosquitto_fixture.py

@@ -388,7 +388,7 @@ def test_policy_section_feeds_the_policy_unchanged(tmp_path):
 
 
 def test_mqtt_command_keys_feed_the_mqtt_settings(tmp_path):
-    mqtt = pytest.importorskip("edge_mfr.device.mqtt")
+    mqtt = pytest.importorskip("edge_mfr.interfaces.mqtt")
     (tmp_path / "secret").write_text("s" * 32 + "\n")
     path = write(tmp_path, '[mqtt]\nenabled = true\nprotocol = 5\ndiscovery = false\n'
                            'allow_unsigned_ha_unlock = true\nmax_command_bytes = 2048\n'
@@ -400,7 +400,7 @@ def test_mqtt_command_keys_feed_the_mqtt_settings(tmp_path):
     assert (limits.max_bytes, limits.max_enroll_bytes, limits.window_s, limits.allow_unsigned_ha_unlock) == (
         2048, 1048576, 10.0, True)
     defaults = mqtt.MqttSettings.from_config(load_config(write(tmp_path, "", "empty.toml"), environ={}))
-    from edge_mfr.device.mqtt_commands import CommandLimits
+    from edge_mfr.interfaces.mqtt_commands import CommandLimits
 
     assert (defaults.protocol, defaults.discovery, defaults.command_limits()) == ("3.1.1", True,
                                                                                   CommandLimits())

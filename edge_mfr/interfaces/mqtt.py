@@ -1,5 +1,5 @@
 """MQTT for the appliance: availability, events from the durable outbox, retained state, Home Assistant
-discovery and (through :mod:`edge_mfr.device.mqtt_commands`) authorised remote commands.
+discovery and (through :mod:`edge_mfr.interfaces.mqtt_commands`) authorised remote commands.
 
 Why it is shaped like this:
 
@@ -122,7 +122,7 @@ class MqttSettings:
         ``allow_unsigned_ha_unlock``, ``max_command_bytes``, ``max_enroll_bytes``,
         ``command_window_seconds``, ``discovery``.
         """
-        from edge_mfr.device.mqtt_commands import read_secret
+        from edge_mfr.interfaces.mqtt_commands import read_secret
 
         m = cfg.mqtt
         password = m.password
@@ -142,7 +142,7 @@ class MqttSettings:
                    discovery_prefix=m.discovery_prefix, snapshots=m.snapshots, command_secret=secret, **extra)
 
     def command_limits(self) -> Any:
-        from edge_mfr.device.mqtt_commands import CommandLimits
+        from edge_mfr.interfaces.mqtt_commands import CommandLimits
 
         return CommandLimits(max_bytes=self.max_command_bytes, max_enroll_bytes=self.max_enroll_bytes,
                              window_s=self.command_window_seconds,
@@ -294,7 +294,7 @@ class MqttClient:
     """The device's MQTT connection: call :meth:`start` once, :meth:`stop` at the end.
 
     ``journal``: the :class:`~edge_mfr.device.journal.Journal` whose outbox is published (None: no events).
-    ``handler``: a :class:`~edge_mfr.device.mqtt_commands.CommandHandler` (None: commands not subscribed).
+    ``handler``: a :class:`~edge_mfr.interfaces.mqtt_commands.CommandHandler` (None: commands not subscribed).
     ``doors``: names or :class:`DoorInfo` for Home Assistant discovery.
     """
 

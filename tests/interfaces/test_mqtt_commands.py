@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from edge_mfr.device.journal import Journal
 from edge_mfr.device.lock import DoorConfig, DoorLock
-from edge_mfr.device.mqtt import MqttClient, MqttSettings, Topics
-from edge_mfr.device.mqtt_commands import (
+from edge_mfr.interfaces.mqtt import MqttClient, MqttSettings, Topics
+from edge_mfr.interfaces.mqtt_commands import (
     CommandHandler,
     CommandLimits,
     CommandResult,

@@ -50,7 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
-from edge_mfr.device import kiosk_pages as pages
+from edge_mfr.interfaces.kiosk import pages
 from edge_mfr.errors import ConfigError, EdgeMfrError, EnrollmentError, ImageError
 
 log = logging.getLogger(__name__)
