@@ -22,6 +22,7 @@ import pytest
 
 from edge_mfr.config import load_config
 from edge_mfr.device.journal import Journal
+from edge_mfr.errors import ConfigError
 from edge_mfr.interfaces.mqtt import (
     EVENT_KINDS,
     DoorInfo,
@@ -32,7 +33,6 @@ from edge_mfr.interfaces.mqtt import (
     MqttTlsError,
     Topics,
 )
-from edge_mfr.errors import ConfigError
 from tests import mosquitto_fixture as mf
 
 broker = mf.broker  # fixtures from tests/mosquitto_fixture.py

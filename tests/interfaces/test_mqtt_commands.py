@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from edge_mfr.device.journal import Journal
 from edge_mfr.device.lock import DoorConfig, DoorLock
+from edge_mfr.identity.gallery import Gallery
 from edge_mfr.interfaces.mqtt import MqttClient, MqttSettings, Topics
 from edge_mfr.interfaces.mqtt_commands import (
     CommandHandler,
@@ -31,7 +32,6 @@ from edge_mfr.interfaces.mqtt_commands import (
     main,
     sign_command,
 )
-from edge_mfr.identity.gallery import Gallery
 from tests import mosquitto_fixture as mf
 
 broker = mf.broker  # fixtures from tests/mosquitto_fixture.py

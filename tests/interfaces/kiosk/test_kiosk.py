@@ -399,7 +399,7 @@ def test_requests_for_another_host_are_refused_on_loopback(appliance):
 
 def test_the_frame_loop_fps_with_and_without_a_viewer(clip, tmp_path):
     """Measured, printed and saved; not asserted (shared CI machines): the viewers must get frames."""
-    from edge_mfr.interfaces.kiosk.server import measure_viewer_cost
+    from edge_mfr.bench import measure_viewer_cost
 
     state = tmp_path / "state"
     state.mkdir()
@@ -416,7 +416,7 @@ def test_the_frame_loop_fps_with_and_without_a_viewer(clip, tmp_path):
 
 
 def test_logins_are_refused_after_repeated_failures_even_with_the_right_password():
-    from edge_mfr.interfaces.kiosk.server import LOGIN_FAILURES, LOGIN_WINDOW_S, AdminAuth, LoginRefused
+    from edge_mfr.interfaces.kiosk.auth import LOGIN_FAILURES, LOGIN_WINDOW_S, AdminAuth, LoginRefused
 
     now = [1000.0]
     auth = AdminAuth(PASSWORD, clock=lambda: now[0])
@@ -451,7 +451,7 @@ def test_admin_pages_are_off_without_a_password_file(clip, tmp_path):
 
 
 def test_multipart_bodies_keep_binary_files_intact():
-    from edge_mfr.interfaces.kiosk.server import UploadError, parse_multipart
+    from edge_mfr.interfaces.kiosk.uploads import UploadError, parse_multipart
 
     blob = bytes(range(256)) * 3 + b"\r\n--not-the-boundary\r\n"
     body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nJos\xc3\xa9\r\n"
