@@ -155,24 +155,6 @@ def lock_doors(doors: list[Any]) -> list[Any]:
     return [DoorConfig(**{k: v for k, v in d.model_dump().items() if k in names}) for d in doors]
 
 
-def make_camera(camera: Any, spec: str | None = None) -> Any:
-    """The raw frame source the config (or ``spec``) names, with the options its backend takes."""
-    from edge_mfr.stream.sources import make_source
-
-    spec = spec or camera.source
-    if spec == "picamera2" or spec.startswith("picamera2:"):
-        return make_source(spec, size=(camera.width, camera.height),
-                           lores_size=(camera.lores_width, camera.lores_height), fps=camera.fps)
-    if spec.startswith("/dev/") or spec.isdigit() or "://" in spec:
-        return make_source(spec, width=camera.width, height=camera.height, fps=camera.fps)
-    if spec == "synthetic":
-        from edge_mfr.cli import sample_image  # the astronaut, read without importing scikit-image
-
-        face = sample_image()[0:300, 100:340].copy()
-        return make_source(spec, faces=face, size=(camera.width, camera.height), fps=camera.fps, loop=True)
-    return make_source(spec)
-
-
 class _Closer:
     """What the signal handler relocks: the bank once it exists (a signal during start-up finds none)."""
 
@@ -264,6 +246,7 @@ class Appliance:
         from edge_mfr.device.journal import Journal
         from edge_mfr.device.lock import LockBank, make_pin_factory
         from edge_mfr.policy import AccessPolicy
+        from edge_mfr.stream.camera import make_camera
         from edge_mfr.stream.sources import Backoff, ResilientSource
         from edge_mfr.stream.tracker import Tracker
         from edge_mfr.vision.pipeline import FacePipeline

@@ -50,7 +50,7 @@ def worker(detector: str, threads: int, iterations: int, models_dir: str | None,
 
         source = read_image(image_path)
     else:
-        from edge_mfr.cli import sample_image
+        from edge_mfr.vision.samples import sample_image
 
         source = sample_image()
     frame = _frame_640x480(source)

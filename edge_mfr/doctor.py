@@ -107,7 +107,7 @@ def _camera_fix(spec: str) -> str:
 
 def check_camera(camera: Any, timeout: float) -> Check:
     """Open the configured source and wait up to ``timeout`` seconds for one frame (in a helper thread)."""
-    from edge_mfr.app import make_camera
+    from edge_mfr.stream.camera import make_camera
 
     result: dict[str, Any] = {}
 

@@ -46,11 +46,11 @@ class Assets:
 
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory) -> Assets:
-    from edge_mfr.cli import sample_image
     from edge_mfr.demo import NAME, actors, render_frames, walk, write_video
     from edge_mfr.identity.enroll import EnrollOptions, enroll
     from edge_mfr.vision.imageio import write_image
     from edge_mfr.vision.pipeline import FacePipeline
+    from edge_mfr.vision.samples import sample_image
 
     pytest.importorskip("skimage")  # the sample photos live in its data folder
     root = tmp_path_factory.mktemp("app")

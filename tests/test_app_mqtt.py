@@ -53,11 +53,11 @@ class Scene:
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Scene:
     pytest.importorskip("skimage")  # the sample photos live in its data folder
-    from edge_mfr.cli import sample_image
     from edge_mfr.demo import actors, walk
     from edge_mfr.identity.enroll import EnrollOptions, enroll
     from edge_mfr.vision.imageio import write_image
     from edge_mfr.vision.pipeline import FacePipeline
+    from edge_mfr.vision.samples import sample_image
 
     root = tmp_path_factory.mktemp("app-mqtt")
     pipeline = FacePipeline(num_threads=2)

@@ -103,10 +103,10 @@ def wait_until(predicate, timeout: float = TIMEOUT, every: float = 0.2) -> bool:
 def clip(tmp_path_factory) -> dict:
     """Her clip (nobody, then she walks up and stays) and her photo for uploads."""
     pytest.importorskip("skimage")
-    from edge_mfr.cli import sample_image
     from edge_mfr.demo import actors, render_frames, walk, write_video
     from edge_mfr.vision.imageio import write_image
     from edge_mfr.vision.pipeline import FacePipeline
+    from edge_mfr.vision.samples import sample_image
 
     root = tmp_path_factory.mktemp("kiosk")
     cast = actors(FacePipeline(num_threads=2))
