@@ -19,6 +19,7 @@ import numpy as np
 from edge_mfr.errors import EdgeMfrError, EnrollmentError, ImageError
 from edge_mfr.identity.classifier import IdentityClassifier, Thresholds
 from edge_mfr.identity.enroll import EnrollOptions, prepare_enrollment
+from edge_mfr.identity.identify import reembed_masked
 from edge_mfr.vision.align import align_face
 from edge_mfr.vision.faces import best_face
 from edge_mfr.vision.imageio import read_image
@@ -189,11 +190,10 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
         for p, m in zip(found, mask_classifier.predict(e, [p.crop for p in found]), strict=True):
             p.predicted_masked = bool(m)
         # As at the door (Identifier.identify): faces judged masked are matched by their masked alignment.
-        routed_masked = [p for p in found if p.predicted_masked]
-        if routed_masked:
-            masked_embeddings = pipeline.embedder.embed(np.stack([p.masked_crop for p in routed_masked]))
-            for p, emb in zip(routed_masked, masked_embeddings, strict=True):
-                p.embedding = emb
+        routed_e = reembed_masked(e, np.array([p.predicted_masked for p in found]),
+                                  lambda idx: pipeline.embedder.embed(np.stack([found[i].masked_crop for i in idx])))
+        for p, emb in zip(found, routed_e, strict=True):
+            p.embedding = emb
 
     ids = classifier.ids
     col = {pid: j for j, pid in enumerate(ids)}
