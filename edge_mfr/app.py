@@ -35,7 +35,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +51,7 @@ GALLERY_CHECK_S = 1.0  # how often the gallery file's mtime is looked at
 STATUS_EVERY_S = 10.0  # how often `systemctl status` text is refreshed
 FPS_WINDOW = 30  # frames over which the current fps is measured
 # Policy events that are decisions about a person: journalled with the policy's reasons.
-# EDGE_MFR_GPIO=mock simulates GPIO even on a Pi (tests, trying the software on the device itself).
+# Test override of the config's device.gpio: EDGE_MFR_GPIO=mock simulates GPIO whatever the config says.
 GPIO_ENV = "EDGE_MFR_GPIO"
 DECISION_EVENTS = frozenset({"access_granted", "access_denied", "unknown_face", "lockout"})
 
@@ -145,6 +145,13 @@ class _PolicyClock:
         return datetime.now(self._tz) if self._tz else datetime.now()
 
 
+def gpio_mock(setting: str, environ: Mapping[str, str]) -> bool | None:
+    """``device.gpio`` as make_pin_factory's ``mock`` (None: decide by the board); $EDGE_MFR_GPIO=mock wins."""
+    if environ.get(GPIO_ENV, "").lower() == "mock":
+        return True
+    return {"mock": True, "real": False}.get(setting)
+
+
 def lock_doors(doors: list[Any]) -> list[Any]:
     """config.DoorConfig (pydantic) -> device.lock.DoorConfig (the lock's frozen dataclass)."""
     from dataclasses import fields as dc_fields
@@ -184,8 +191,8 @@ class Appliance:
     """The door appliance. ``run()`` starts it (unless :meth:`start` was called), loops, and always relocks.
 
     Injected for tests and the demo: ``source`` (any FrameSource; default: ``config.camera``),
-    ``pin_factory`` (default: real GPIO on a Pi, gpiozero MockFactory elsewhere, logged; ``EDGE_MFR_GPIO=mock``
-    in the environment simulates on a Pi too), ``notifier``
+    ``pin_factory`` (default: as ``device.gpio`` says: real GPIO on a Pi, gpiozero MockFactory elsewhere,
+    logged; ``EDGE_MFR_GPIO=mock`` in the environment simulates whatever the config says, for tests), ``notifier``
     (default: sd_notify), ``clock`` (monotonic seconds; drives the policy's cooldowns and the stats).
     ``pace`` replays a finite source (a video file) at its own frame rate, as a camera would deliver it.
     """
@@ -271,7 +278,7 @@ class Appliance:
             self.source = ResilientSource(raw, backoff=backoff, on_event=self._source_event, stop=self._stop)
         factory = self._pin_factory
         if factory is None:
-            factory = make_pin_factory(mock=True if os.environ.get(GPIO_ENV, "").lower() == "mock" else None)
+            factory = make_pin_factory(mock=gpio_mock(cfg.device.gpio, os.environ))
         watchdog = cfg.watchdog_seconds or None
         self.bank = LockBank(lock_doors(cfg.doors), factory, self._lock_event, watchdog_s=watchdog)
         rec = cfg.recognition

@@ -157,15 +157,14 @@ def _machine() -> str:
 
 def stream_worker(source: str, reembed_every: int, threads: int, gallery: str | None) -> dict:
     """Run the real appliance loop on a video as fast as it goes (simulated GPIO); report fps and memory."""
-    import os
     import tempfile
 
-    os.environ.setdefault("EDGE_MFR_GPIO", "mock")
     from edge_mfr.app import Appliance
     from edge_mfr.config import load_config
 
     with tempfile.TemporaryDirectory(prefix="edge-mfr-bench-") as state:
-        env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__CAMERA__SOURCE": source,
+        env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__DEVICE__GPIO": "mock",
+               "EDGE_MFR__CAMERA__SOURCE": source,
                "EDGE_MFR__RECOGNITION__REEMBED_EVERY": str(reembed_every),
                "EDGE_MFR__MODELS__THREADS": str(threads)}
         if gallery:
@@ -218,15 +217,14 @@ def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None
 
 
 def _viewer_cost(source: Path, gallery: Path | None) -> dict:
-    import os
     import tempfile
 
-    os.environ.setdefault("EDGE_MFR_GPIO", "mock")
     from edge_mfr.config import load_config
     from edge_mfr.stream.sources import make_source
 
     with tempfile.TemporaryDirectory(prefix="edge-mfr-bench-") as state:
-        env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__CAMERA__SOURCE": str(source)}
+        env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__DEVICE__GPIO": "mock",
+               "EDGE_MFR__CAMERA__SOURCE": str(source)}
         if gallery:
             env["EDGE_MFR__RECOGNITION__GALLERY"] = str(gallery)
         config = load_config(None, environ=env)

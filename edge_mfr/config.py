@@ -175,6 +175,9 @@ class DeviceConfig(Section):
         default_factory=default_state_dir, description="folder for the gallery and journal (default: "
                                                        "$EDGE_MFR_STATE_DIR, $STATE_DIRECTORY, "
                                                        "/var/lib/edge-mfr when writable, else XDG data)")
+    gpio: Literal["auto", "mock", "real"] = Field(
+        "auto", description="GPIO for the doors: 'auto' (real on a Raspberry Pi, simulated elsewhere), 'mock' "
+                            "(always simulated: no relay switches), 'real' (required; an error without it)")
 
 
 class CameraConfig(Section):

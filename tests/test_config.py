@@ -415,3 +415,24 @@ def test_mqtt_protocol_from_the_environment_and_bad_values(tmp_path):
     assert "mqtt.max_command_bytes" in line and "256" in line
     (line,) = problems(write(tmp_path, "[mqtt]\ncommand_window_seconds = 0\n"))
     assert "mqtt.command_window_seconds" in line
+
+
+def test_gpio_is_a_config_key_and_the_environment_only_overrides_it_to_mock() -> None:
+    from edge_mfr.app import gpio_mock
+
+    assert load_config(None, environ={}).device.gpio == "auto"
+    assert load_config(None, environ={"EDGE_MFR__DEVICE__GPIO": "mock"}).device.gpio == "mock"
+    assert gpio_mock("auto", {}) is None  # the board decides
+    assert gpio_mock("mock", {}) is True
+    assert gpio_mock("real", {}) is False
+    assert gpio_mock("real", {"EDGE_MFR_GPIO": "mock"}) is True  # the test override
+    with pytest.raises(ConfigError, match="gpio"):
+        load_config(None, environ={"EDGE_MFR__DEVICE__GPIO": "yes"})
+
+
+def test_doctor_says_gpio_is_simulated_by_the_config() -> None:
+    from edge_mfr.doctor import WARN, check_gpio
+
+    cfg = load_config(None, environ={"EDGE_MFR__DEVICE__GPIO": "mock"})
+    check = check_gpio(cfg.doors, cfg.device.gpio)
+    assert check.status == WARN and "device.gpio" in check.detail
