@@ -16,6 +16,10 @@ Sources, later ones winning:
 
 Relative paths: ``journal.path`` and ``recognition.gallery`` are relative to ``device.state_dir``; every other
 path is relative to the folder holding the config file.
+
+Why one file: it is one model tree (sections reference each other's types and validators) and the
+loader that walks it; split, a reader could no longer see every key and its default in one place, which is
+what `config check` and deploy/config.example.toml mirror.
 """
 
 from __future__ import annotations
