@@ -35,8 +35,6 @@ from edge_mfr.interfaces.mqtt import (
 )
 from tests import mosquitto_fixture as mf
 
-broker = mf.broker  # fixtures from tests/mosquitto_fixture.py
-certs = mf.certs
 Recorder = mf.Recorder
 wait_until = mf.wait_until
 

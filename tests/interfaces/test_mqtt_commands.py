@@ -34,8 +34,6 @@ from edge_mfr.interfaces.mqtt_commands import (
 )
 from tests import mosquitto_fixture as mf
 
-broker = mf.broker  # fixtures from tests/mosquitto_fixture.py
-certs = mf.certs
 wait_until = mf.wait_until
 
 SECRET = b"unit-test-secret-0123456789abcdef"

@@ -100,20 +100,14 @@ def wait_until(predicate, timeout: float = TIMEOUT, every: float = 0.2) -> bool:
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> dict:
+def clip(enrolled_cast, tmp_path_factory) -> dict:
     """Her clip (nobody, then she walks up and stays) and her photo for uploads."""
-    pytest.importorskip("skimage")
-    from edge_mfr.demo import actors, render_frames, walk, write_video
-    from edge_mfr.vision.imageio import write_image
-    from edge_mfr.vision.pipeline import FacePipeline
-    from edge_mfr.vision.samples import sample_image
+    from edge_mfr.demo import render_frames, walk, write_video
 
-    root = tmp_path_factory.mktemp("kiosk")
-    cast = actors(FacePipeline(num_threads=2))
+    root, cast = tmp_path_factory.mktemp("kiosk"), enrolled_cast.cast
     script = [None] * 4 + walk(26, cast.eileen.shape[:2], (1.1, 1.5), 0.3, 0)
-    photo = root / "eileen.png"
-    write_image(photo, sample_image())
-    return {"root": root, "video": write_video(root / "eileen", render_frames(cast, script)), "photo": photo}
+    return {"root": root, "video": write_video(root / "eileen", render_frames(cast, script)),
+            "photo": enrolled_cast.photo}
 
 
 def kiosk_config(state: Path, source: Path, password_file: Path | None, **kiosk) -> Config:
