@@ -13,6 +13,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -308,11 +309,7 @@ def write_plots(report: dict, out_dir: Path) -> list[Path]:
     ax.axvline(t["masked"], color="k", ls="--", lw=1, label="masked threshold")
     ax.axvline(t["unmasked"], color="k", ls=":", lw=1, label="unmasked threshold")
     ax.set_xlabel("cosine similarity to the identity's templates")
-    ax.legend()
-    dist = out_dir / "score_distributions.png"
-    fig.tight_layout()
-    fig.savefig(dist, dpi=110)
-    plt.close(fig)
+    dist = _save_figure(plt, fig, ax, out_dir / "score_distributions.png")
 
     fig, ax = plt.subplots(figsize=(5, 5))
     imp = np.asarray(s["impostor"])
@@ -325,12 +322,17 @@ def write_plots(report: dict, out_dir: Path) -> list[Path]:
     ax.set_xlabel("false accept rate")
     ax.set_ylabel("false reject rate")
     ax.set_title("DET")
-    ax.legend()
-    det = out_dir / "det.png"
-    fig.tight_layout()
-    fig.savefig(det, dpi=110)
-    plt.close(fig)
+    det = _save_figure(plt, fig, ax, out_dir / "det.png")
     return [dist, det]
+
+
+def _save_figure(plt: Any, fig: Any, ax: Any, path: Path) -> Path:
+    """Legend, layout, PNG at 110 dpi, and the figure closed (matplotlib keeps every open one in memory)."""
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def public_report(report: dict) -> str:
