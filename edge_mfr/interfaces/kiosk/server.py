@@ -318,5 +318,10 @@ def start_kiosk(app: Any) -> Kiosk | None:
     except OSError as exc:
         log.error("kiosk: cannot listen on %s:%s (%s); running without the web view", kiosk.cfg.bind,
                   kiosk.cfg.port, exc.strerror or exc)
-        app._record("kiosk_error", error=f"cannot listen on {kiosk.cfg.bind}:{kiosk.cfg.port}: {exc}")
+        app.record("kiosk_error", error=f"cannot listen on {kiosk.cfg.bind}:{kiosk.cfg.port}: {exc}")
         return None
+
+
+def attach_kiosk(app: Any) -> None:
+    """The appliance's kiosk subscriber (see :func:`edge_mfr.app.default_interfaces`)."""
+    app.kiosk = start_kiosk(app)
