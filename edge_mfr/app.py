@@ -27,8 +27,7 @@ from the lock's own dispatcher thread, everything else from the frame loop.
 
 Why one file: the start-up order, the frame loop and every way out (stop, end of input, exception, signal,
 camera loss) form one fail-secure sequence around the same few fields; the subscribers (MQTT, the kiosk)
-live in edge_mfr/interfaces/, and splitting the lifecycle would spread
-the relock paths across files.
+live in edge_mfr/interfaces/, and splitting the lifecycle would spread the relock paths across files.
 """
 
 from __future__ import annotations
