@@ -1,3 +1,9 @@
 """edge-mfr: masked-face recognition for a Raspberry Pi door lock or kiosk."""
 
+import os
+
+# OpenCV reads its decoder pixel limit once, when cv2 is imported: set it before any edge_mfr module imports
+# cv2, as a second line behind the header checks in vision/imageio.py (OpenCV's default is 1 gigapixel).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(64_000_000))
+
 __version__ = "0.1.0"

@@ -66,7 +66,7 @@ def test_huge_image_refused_from_its_header_before_decoding():
 def test_real_huge_image_refused(tmp_path):
     path = tmp_path / "huge.png"
     cv2.imwrite(str(path), np.zeros((10000, 10000), np.uint8))
-    with pytest.raises(ImageError, match="over the 64 MP limit"):
+    with pytest.raises(ImageError, match="over the 16 MP limit"):
         read_image(path)
 
 
@@ -82,3 +82,54 @@ def test_missing_file_and_directory(tmp_path):
         read_image(tmp_path / "nope.jpg")
     with pytest.raises(ImageError, match="directory"):
         read_image(tmp_path)
+
+
+# -- decoder bombs (issue 16 item 2): every accepted format's header is checked before decoding ---------------
+
+
+def _bomb(suffix: str, side: int = 5000, params: tuple[int, ...] = ()) -> bytes:
+    """A real, valid, tiny file that decodes to side x side pixels (one flat colour compresses to nothing)."""
+    ok, buf = cv2.imencode(suffix, np.zeros((side, side, 3), np.uint8), list(params))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "params"),
+    [(".webp", (cv2.IMWRITE_WEBP_QUALITY, 101)), (".webp", (cv2.IMWRITE_WEBP_QUALITY, 80)), (".png", ()),
+     (".bmp", ())],
+)
+def test_full_decode_formats_refused_over_their_limit_before_decoding(suffix, params):
+    data = _bomb(suffix, params=params)
+    if suffix in (".webp", ".png"):
+        assert len(data) < 5000 * 5000 * 3 // 100  # a real bomb: 75 MB of pixels from under 1% of that
+    with pytest.raises(ImageError, match="5000x5000 .* over the 16 MP limit"):
+        decode_image(data, f"bomb{suffix}")
+
+
+def test_webp_vp8x_canvas_is_checked():
+    body = b"\x00" * 4 + (16383).to_bytes(3, "little") + (16383).to_bytes(3, "little")
+    data = b"RIFF" + struct.pack("<I", 4 + 8 + len(body)) + b"WEBP" + b"VP8X" + struct.pack("<I", len(body)) + body
+    with pytest.raises(ImageError, match="16384x16384"):
+        decode_image(data, "canvas.webp")
+
+
+@pytest.mark.parametrize("suffix", [".tiff", ".pgm", ".ppm"])
+def test_formats_the_product_does_not_need_are_refused(suffix):
+    image = np.zeros((64, 64) if suffix == ".pgm" else (64, 64, 3), np.uint8)
+    data = cv2.imencode(suffix, image)[1].tobytes()
+    with pytest.raises(ImageError, match="images are not accepted .*JPEG, PNG, WebP, BMP"):
+        decode_image(data, f"x{suffix}")
+
+
+def test_tiff_bomb_refused():
+    data = _bomb(".tiff")
+    with pytest.raises(ImageError, match="TIFF images are not accepted"):
+        decode_image(data, "bomb.tiff")
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".bmp"])
+def test_every_accepted_format_decodes(suffix, astronaut):
+    ok, buf = cv2.imencode(suffix, cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    out = decode_image(buf.tobytes(), f"a{suffix}")
+    assert out.shape == astronaut.shape
