@@ -33,6 +33,7 @@ import os
 import re
 import tempfile
 import time
+import tokenize
 import unicodedata
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from edge_mfr.errors import EnrollmentError, GalleryError
+from edge_mfr.identity import gallery_fields as F
 
 log = logging.getLogger(__name__)
 
@@ -770,6 +772,11 @@ def _read(path: Path, with_crops: bool) -> Gallery:
         raise GalleryError(f"{path}: gallery header is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise GalleryError(f"{path}: gallery header is not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise GalleryError(f"{path}: gallery header is nested too deeply (corrupt or hostile file)") from None
+    except (SyntaxError, tokenize.TokenError, MemoryError, OverflowError):
+        # numpy parses each .npy member's header as a Python literal: a flipped bit there ends up here
+        raise GalleryError(f"{path}: gallery file is corrupt (damaged array header)") from None
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise GalleryError(f"{path}: gallery file is unreadable or corrupt ({exc})") from None
 
@@ -814,53 +821,77 @@ def _gallery_from_header(path: Path, header: Any) -> tuple[Gallery, int, int]:
             f"to version {FORMAT_VERSION}); upgrade edge-mfr"
         )
     try:
-        gallery = Gallery(header["model_sha256"], dim=header["dim"], keep_crops=bool(header["keep_crops"]))
+        return _gallery_fields_checked(path, header)
     except GalleryError as exc:
-        raise GalleryError(f"{path}: {exc}") from None
-    gallery.created_at = str(header["created_at"])
-    gallery.updated_at = str(header["updated_at"])
-    gallery.revision = int(header["revision"])
-    gallery._retired = {str(r) for r in header["retired_ids"]}
-    n_templates, n_crops, seen_crops = 0, int(header["num_crops"]), set()
-    for entry in header["people"]:
-        pid = entry["person_id"]
+        if str(exc).startswith(f"{path}: "):
+            raise
+        raise GalleryError(f"{path}: corrupt gallery header: {exc}") from None
+
+
+def _gallery_fields_checked(path: Path, header: dict[str, Any]) -> tuple[Gallery, int, int]:
+    """The body of _gallery_from_header: every field read with its exact type (gallery_fields)."""
+    gallery = Gallery(
+        F.get_str(header, "model_sha256", "header"),  # type: ignore[arg-type]
+        dim=F.get_int(header, "dim", "header", minimum=1),
+        keep_crops=F.get_bool(header, "keep_crops", "header"),
+    )
+    gallery.created_at = F.get_time(header, "created_at", "header")
+    gallery.updated_at = F.get_time(header, "updated_at", "header")
+    gallery.revision = F.get_int(header, "revision", "header")
+    retired = F.get_list(header, "retired_ids", "header")
+    if not all(isinstance(r, str) and _PERSON_ID_RE.match(r) for r in retired):
+        raise GalleryError("header: retired_ids must be person ids")
+    gallery._retired = set(retired)
+    n_templates, n_crops, seen_crops = 0, F.get_int(header, "num_crops", "header"), set()
+    for entry in F.get_list(header, "people", "header"):
+        entry = F.get_object(entry, "a person entry")
+        pid = F.get_str(entry, "person_id", "a person entry")
         if not isinstance(pid, str) or not _PERSON_ID_RE.match(pid) or pid in gallery._people:
-            raise GalleryError(f"{path}: invalid or duplicate person id {pid!r}")
+            raise GalleryError(f"invalid or duplicate person id {pid!r}")
+        where = f"person {pid}"
+        templates = [F.get_object(t, f"{where}: a template") for t in F.get_list(entry, "templates", where)]
         try:
-            name = validate_name(entry["name"])
+            name = validate_name(F.get_str(entry, "name", where))
             metas = tuple(
                 TemplateMeta(
-                    source=t["source"],
-                    quality=t["quality"],
-                    synthetic=t["synthetic"],
-                    mask_style=t["mask_style"],
-                    masked=t["masked"],
-                    enrolled_at=t["enrolled_at"],
+                    source=F.get_str(t, "source", where),  # type: ignore[arg-type]
+                    quality=F.get_number(t, "quality", where),
+                    synthetic=F.get_bool(t, "synthetic", where),
+                    mask_style=F.get_str(t, "mask_style", where, optional=True),
+                    masked=F.get_bool(t, "masked", where),
+                    enrolled_at=F.get_time(t, "enrolled_at", where),
                 ).checked()
-                for t in entry["templates"]
+                for t in templates
             )
         except EnrollmentError as exc:
-            raise GalleryError(f"{path}: person {pid}: {exc}") from None
-        crop_ids = tuple(t["crop"] for t in entry["templates"])
+            raise GalleryError(f"{where}: {exc}") from None
+        crop_ids = tuple(_get_crop_index(t, where) for t in templates)
         for i in crop_ids:
-            if i is not None and (not isinstance(i, int) or not 0 <= i < n_crops or i in seen_crops):
-                raise GalleryError(f"{path}: person {pid}: bad crop index {i!r}")
+            if i is not None and (not 0 <= i < n_crops or i in seen_crops):
+                raise GalleryError(f"{where}: bad crop index {i!r}")
             if i is not None:
                 seen_crops.add(i)
         n_templates += len(metas)
         gallery._people[pid] = Person(
             person_id=pid,
             name=name,
-            created_at=str(entry["created_at"]),
-            updated_at=str(entry["updated_at"]),
-            allowed=bool(entry["allowed"]),
+            created_at=F.get_time(entry, "created_at", where),
+            updated_at=F.get_time(entry, "updated_at", where),
+            allowed=F.get_bool(entry, "allowed", where),
             templates=metas,
             embeddings=np.zeros((0, gallery.dim), np.float32),
             crops=crop_ids,  # type: ignore[arg-type]
         )
-    if n_templates != header["num_templates"]:
+    if n_templates != F.get_int(header, "num_templates", "header"):
         raise GalleryError(
-            f"{path}: header counts {header['num_templates']} templates but lists {n_templates}"
+            f"header counts {header['num_templates']} templates but lists {n_templates}"
         )
     gallery._model_checked = True
     return gallery, n_templates, n_crops
+
+
+def _get_crop_index(template: dict[str, Any], where: str) -> int | None:
+    value = template.get("crop") if isinstance(template, dict) else None
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise GalleryError(f"{where}: bad crop index {value!r:.40}")
+    return value

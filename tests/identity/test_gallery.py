@@ -624,3 +624,62 @@ def test_round_trip_property(names: list[str], counts: list[int], allowed: list[
     xg, lg, mg = g.matrix()
     xh, lh, mh = h.matrix()
     assert xg.tobytes() == xh.tobytes() and list(lg) == list(lh) and mg == mh
+
+
+# -- strict field types and hostile headers (issue 16 item 10) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda h: h["people"][1].update(allowed="false"), "allowed must be true or false"),
+        (lambda h: h["people"][1].update(allowed=0), "allowed must be true or false"),
+        (lambda h: h.update(keep_crops="no"), "keep_crops must be true or false"),
+        (lambda h: h["people"][0]["templates"][0].update(quality="0.9"), "quality must be a number"),
+        (lambda h: h["people"][0]["templates"][0].update(masked=1), "masked must be true or false"),
+        (lambda h: h.update(revision="7"), "revision must be a whole number"),
+        (lambda h: h.update(num_crops=True), "num_crops must be a whole number"),
+        (lambda h: h.update(created_at=["x"]), "created_at must be text"),
+        (lambda h: h["people"][0].update(updated_at="yesterday"), "not an ISO 8601 time"),
+        (lambda h: h.update(people={"a": 1}), "people must be a list"),
+        (lambda h: h["people"].append("bob"), "must be an object"),
+        (lambda h: h.update(retired_ids=[3]), "retired_ids must be person ids"),
+        (lambda h: h["people"][0]["templates"][0].update(crop=True), "bad crop index"),
+    ],
+)
+def test_every_header_field_has_its_exact_type(tmp_path: Path, change, match: str) -> None:
+    path = tmp_path / "gallery.npz"
+    sample_gallery(keep_crops=True).save(path)
+    rewrite_header(path, change)
+    _assert_rejected(path, match)
+
+
+def _replace_member(path: Path, name: str, data: bytes) -> None:
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members[name] = data
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, d in members.items():
+            zf.writestr(n, d)
+
+
+def test_deeply_nested_header_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "gallery.npz"
+    sample_gallery().save(path)
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.frombuffer(b"[" * 200_000 + b"]" * 200_000, np.uint8))
+    _replace_member(path, "header.npy", buf.getvalue())
+    _assert_rejected(path, "nested too deeply")
+
+
+@pytest.mark.parametrize("flip", [b"'descr': '", b"(", b"{"])
+def test_damaged_npy_array_header_is_one_clear_error(tmp_path: Path, flip: bytes) -> None:
+    """A bit flip in an .npy member's own header (a Python literal) made numpy raise TokenError/SyntaxError."""
+    path = tmp_path / "gallery.npz"
+    sample_gallery().save(path)
+    with zipfile.ZipFile(path) as zf:
+        member = bytearray(zf.read("embeddings.npy"))
+    at = member.index(flip)
+    member[at] = ord("'") if flip == b"(" else ord("(")
+    _replace_member(path, "embeddings.npy", bytes(member))
+    _assert_rejected(path, "corrupt")
