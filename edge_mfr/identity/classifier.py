@@ -67,6 +67,7 @@ class IdentityClassifier:
         self._synthetic = np.zeros(0, bool)
         self._svm_w: np.ndarray | None = None
         self._svm_b: np.ndarray | None = None
+        self.problems: list[str] = []  # e.g. a damaged SVM cache that was rebuilt: the daemon journals these
 
     def fit(self, x: np.ndarray, labels: np.ndarray, synthetic: np.ndarray | None = None,
             svm_cache: Path | None = None, out_of_process: bool = False) -> IdentityClassifier:
@@ -85,7 +86,7 @@ class IdentityClassifier:
         real = ~self._synthetic
         if len(set(self._owner[real].tolist())) >= 2:
             self._svm_w, self._svm_b = load_or_fit(self._templates[real], self._owner[real], len(self.ids),
-                                                   svm_cache, out_of_process)
+                                                   svm_cache, out_of_process, self.problems)
         return self
 
     def __len__(self) -> int:

@@ -16,7 +16,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import tokenize
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -63,22 +65,48 @@ def _write(path: Path, key: str, w: np.ndarray, b: np.ndarray) -> None:
         raise
 
 
+class CacheCorrupt(Exception):
+    """The weights file exists but cannot be read as weights; it is ignored and rebuilt."""
+
+
 def _read(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached weights when they were fitted on ``key``; None when stale or missing; CacheCorrupt when damaged.
+
+    The file is a cache: any damage (a torn write, bit rot, a hostile file) must cost a refit, never the
+    daemon's start, so every way numpy can fail on it is caught here.
+    """
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["key"]) != key:
                 return None
-            return z["w"].astype(np.float32), z["b"].astype(np.float32)
-    except (OSError, ValueError, KeyError):
+            w, b = z["w"], z["b"]
+            if w.ndim != 2 or b.ndim != 1 or len(w) != len(b) or not (np.isfinite(w).all() and np.isfinite(b).all()):
+                raise CacheCorrupt(f"{path}: weights of the wrong shape or not finite")
+            return w.astype(np.float32), b.astype(np.float32)
+    except FileNotFoundError:
         return None
+    except CacheCorrupt:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile, SyntaxError,
+            tokenize.TokenError, RecursionError, MemoryError, OverflowError, NotImplementedError) as exc:
+        raise CacheCorrupt(f"{path}: {type(exc).__name__}: {str(exc)[:120]}") from None
 
 
 def load_or_fit(x: np.ndarray, y: np.ndarray, n_classes: int, cache: Path | None,
-                out_of_process: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Weights for (x, y) from the cache when it matches, else fitted (and cached when possible)."""
+                out_of_process: bool = False, problems: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weights for (x, y) from the cache when it matches, else fitted (and cached when possible).
+
+    A damaged cache is logged, described in ``problems`` (the daemon journals them) and rebuilt.
+    """
     key = fit_key(x, y)
     if cache is not None:
-        hit = _read(cache, key)
+        try:
+            hit = _read(cache, key)
+        except CacheCorrupt as exc:
+            hit = None
+            log.warning("SVM weights cache ignored and rebuilt: %s", exc)
+            if problems is not None:
+                problems.append(f"SVM weights cache ignored and rebuilt: {exc}")
         if hit is not None and hit[0].shape == (n_classes, x.shape[1]):
             return hit
     if out_of_process and cache is not None:
@@ -103,7 +131,10 @@ def _fit_in_child(x: np.ndarray, y: np.ndarray, n_classes: int, cache: Path, key
                               capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise RuntimeError((proc.stderr.strip().splitlines() or ["no output"])[-1])
-    hit = _read(cache, key)
+    try:
+        hit = _read(cache, key)
+    except CacheCorrupt as exc:
+        raise RuntimeError(str(exc)) from None
     if hit is None:
         raise RuntimeError(f"{cache}: child process wrote no matching weights")
     return hit

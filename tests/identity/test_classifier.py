@@ -133,3 +133,27 @@ def test_daemon_side_identifier_never_imports_sklearn(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _damaged_caches(good: bytes) -> list[bytes]:
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x40
+    header_flip = bytearray(good)
+    header_flip[header_flip.index(b"'descr'")] = ord("(")
+    return [b"", b"garbage" * 20, good[: len(good) // 2], bytes(flipped), bytes(header_flip),
+            b"\x93NUMPY\x01\x00" + b"x" * 100]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_damaged_svm_cache_is_rebuilt_and_reported(gallery, tmp_path, case):
+    """A corrupt gallery.npz.svm.npz stopped the daemon with BadZipFile (issue 16 item 6): now a refit."""
+    x, labels, synthetic, centres, mask_axis, rng = gallery
+    cache = tmp_path / "gallery.npz.svm.npz"
+    IdentityClassifier().fit(x, labels, synthetic, svm_cache=cache)
+    cache.write_bytes(_damaged_caches(cache.read_bytes())[case])
+    clf = IdentityClassifier().fit(x, labels, synthetic, svm_cache=cache, out_of_process=case == 0)
+    probes = _unit(centres + 0.3 * _unit(rng.normal(size=(5, 512))))
+    assert [d.candidate_id for d in clf.decide(probes, [False] * 5)] == [f"p{i}" for i in range(5)]
+    assert len(clf.problems) == 1 and "rebuilt" in clf.problems[0] and "\n" not in clf.problems[0]
+    again = IdentityClassifier().fit(x, labels, synthetic, svm_cache=cache)  # the rebuilt cache is valid
+    assert again.problems == []
