@@ -63,6 +63,8 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _PERSON_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")  # same rule as identity/gallery.py
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SECRET_WORDS = ("password", "secret", "key")
+MAX_UNLOCK_CAP_S = 300.0  # no unlock, local or remote, may last longer than 5 minutes
+MAX_COMMAND_WINDOW_S = 120.0  # a signed command older than this is a replay, whatever NTP says
 
 # Raspberry Pi 40-pin header: physical pin -> BCM GPIO number (the other pins are power and ground).
 _BOARD_TO_BCM = {
@@ -166,9 +168,12 @@ def parse_days(text: str | list[str]) -> frozenset[int]:
 
 
 class Section(BaseModel):
-    """Shared settings: unknown keys are errors; a number given where text is expected becomes text."""
+    """Shared settings: unknown keys are errors; a number given where text is expected becomes text.
 
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    ``inf`` and ``nan`` are refused everywhere: an infinite unlock or watchdog time would never end.
+    """
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 class DeviceConfig(Section):
@@ -196,9 +201,9 @@ class CameraConfig(Section):
                              description="picamera2 low-resolution stream width used for detection")
     lores_height: int = Field(240, ge=64, le=4096,
                               description="picamera2 low-resolution stream height used for detection")
-    retry_min_seconds: float = Field(1.0, gt=0, description="first wait before reopening a failed camera")
+    retry_min_seconds: float = Field(1.0, gt=0, le=3600, description="first wait before reopening a failed camera")
     retry_max_seconds: float = Field(
-        30.0, gt=0, description="longest wait between reopen attempts (back-off cap)")
+        30.0, gt=0, le=3600, description="longest wait between reopen attempts (back-off cap)")
 
     @property
     def kind(self) -> str:
@@ -256,16 +261,18 @@ class DoorConfig(Section):
     active_high: bool = Field(
         True, description="true when the relay unlocks on a high output; many relay boards are active-low: "
                           "check, or the door is open while idle")
-    unlock_seconds: float = Field(5.0, gt=0, description="how long a granted access keeps the door unlocked")
+    unlock_seconds: float = Field(5.0, gt=0, le=MAX_UNLOCK_CAP_S,
+                                  description="how long a granted access keeps the door unlocked")
     max_unlock_seconds: float = Field(
-        15.0, gt=0, description="upper bound for any unlock, including remote (MQTT/kiosk) ones")
+        15.0, gt=0, le=MAX_UNLOCK_CAP_S,
+        description="upper bound for any unlock, including remote (MQTT/kiosk) ones")
     contact_pin: Pin | None = Field(
         None, description="door contact input (closed = door shut); none if not wired")
     contact_closed_is_high: bool = Field(
         False, description="true when the contact input reads high with the door shut (default: a switch to "
                            "ground with the pull-up on, so shut reads low)")
     held_open_seconds: float = Field(
-        30.0, gt=0, description="raise a held-open alarm after the door is open this long")
+        30.0, gt=0, le=86400, description="raise a held-open alarm after the door is open this long")
     exit_button_pin: Pin | None = Field(None, description="request-to-exit button input; none if not wired")
     green_led_pin: Pin | None = Field(
         None, description="green LED output (access granted); none if not wired")
@@ -334,16 +341,16 @@ class Window(Section):
 
 class PolicyConfig(Section):
     person_cooldown_seconds: float = Field(
-        10.0, ge=0, description="after a grant or denial, ignore the same person at the same door this long")
-    door_cooldown_seconds: float = Field(3.0, ge=0, description="minimum time between two unlocks of a door")
+        10.0, ge=0, le=86400, description="after a grant or denial, ignore the same person at the same door this long")
+    door_cooldown_seconds: float = Field(3.0, ge=0, le=86400, description="minimum time between two unlocks of a door")
     once_per_track: bool = Field(
         True, description="a track (one stay in front of the camera) unlocks once; stepping away and back "
                           "again, after the person cooldown, unlocks again")
     lockout_after_unknowns: int = Field(
         5, ge=0, description="lock out a door after this many unknown faces within lockout_window_seconds (0"
                              " = never)")
-    lockout_window_seconds: float = Field(60.0, gt=0, description="window in which unknown faces are counted")
-    lockout_seconds: float = Field(300.0, ge=0, description="how long a lockout refuses everyone")
+    lockout_window_seconds: float = Field(60.0, gt=0, le=86400, description="window in which unknown faces are counted")
+    lockout_seconds: float = Field(300.0, ge=0, le=86400, description="how long a lockout refuses everyone")
     schedules: dict[str, list[Window]] = Field(
         default_factory=dict,
         description="per-person weekly access windows, e.g. alice = [{days = 'mon-fri', from = '08:00', to = "
@@ -385,11 +392,11 @@ class JournalConfig(Section):
                                                 "relative paths are under state_dir)")
     max_rows: int = Field(
         100_000, ge=100, description="keep at most this many events; the oldest are dropped")
-    keep_days: float = Field(90.0, gt=0, description="drop events older than this many days")
+    keep_days: float = Field(90.0, gt=0, le=36500, description="drop events older than this many days")
     outbox_max_messages: int = Field(
         10_000, ge=10, description="MQTT messages kept while the broker is unreachable; the oldest are "
                                    "dropped beyond this")
-    outbox_max_age_hours: float = Field(168.0, gt=0, description="drop unsent MQTT messages older than this")
+    outbox_max_age_hours: float = Field(168.0, gt=0, le=87600, description="drop unsent MQTT messages older than this")
 
 
 class MqttConfig(Section):
@@ -428,8 +435,9 @@ class MqttConfig(Section):
         description="largest accepted enroll command in bytes (base64 photos; the broker's max_packet_size "
                     "must allow it too)")
     command_window_seconds: float = Field(
-        30.0, gt=0, le=3600, description="a signed command's ts may differ from the device clock by at most "
-                                         "this many seconds (replay window; keep NTP running)")
+        30.0, gt=0, le=MAX_COMMAND_WINDOW_S,
+        description="a signed command's ts may differ from the device clock by at most this many seconds (replay "
+                    "window; keep NTP running)")
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -477,8 +485,9 @@ class Config(Section):
     """The whole appliance configuration (see deploy/config.example.toml)."""
 
     watchdog_seconds: float = Field(
-        30.0, ge=0, description="systemd watchdog interval the daemon pings within (match WatchdogSec; 0 "
-                                "disables)")
+        10.0, ge=0, le=600, description="the door relocks, and systemd restarts the service, when the frame loop "
+                                        "stalls this long (match WatchdogSec; below every max_unlock_seconds; "
+                                        "0 disables)")
     device: DeviceConfig = Field(default_factory=DeviceConfig, description="identity and state folder")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="frame source")
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="detector and model files")
@@ -509,6 +518,18 @@ class Config(Section):
                     raise ValueError(f"{here} uses GPIO{bcm}, already used by {owners[bcm]}")
                 owners[bcm] = here
         return doors
+
+    @model_validator(mode="after")
+    def _watchdog_before_unlock_cap(self) -> Config:
+        """A watchdog no shorter than the unlock cap never relocks anything: the cap always ends it first."""
+        if self.watchdog_seconds:
+            for i, door in enumerate(self.doors):
+                if self.watchdog_seconds >= door.max_unlock_seconds:
+                    raise ValueError(
+                        f"watchdog_seconds ({self.watchdog_seconds:g}) must be below doors[{i}].max_unlock_seconds "
+                        f"({door.max_unlock_seconds:g}), or a stalled frame loop could never relock the door "
+                        "before the unlock cap does")
+        return self
 
     @model_validator(mode="after")
     def _resolve(self) -> Config:
@@ -715,8 +736,10 @@ def config_check(path: Path | str | None = None, environ: Mapping[str, str] | No
 
     An empty list means the config is valid and complete; any line not starting with 'warning: ' is fatal.
     """
+    from edge_mfr.config_safety import safety_problems  # it builds on this module
+
     try:
         cfg = load_config(path, environ)
     except ConfigError as exc:
         return list(getattr(exc, "problems", [str(exc)]))
-    return config_warnings(cfg, Path(path) if path is not None else None)
+    return safety_problems(cfg, Path(path) if path is not None else None)

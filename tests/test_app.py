@@ -63,7 +63,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 def config_data(state: Path, source: Path | str, **over) -> dict:
     data = {
-        "watchdog_seconds": 5.0,
+        "watchdog_seconds": 3.5,  # below every max_unlock_seconds used here (config rule)
         "device": {"id": "test", "state_dir": str(state)},
         "camera": {"source": str(source)},
         "models": {"threads": 2},

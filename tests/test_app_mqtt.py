@@ -88,7 +88,7 @@ def make_config(tmp_path: Path, scene: Scene, port: int, password: str = mf.USER
     (tmp_path / "password").write_text(password + "\n")
     (tmp_path / "secret").write_bytes(SECRET)
     return Config.model_validate({
-        "watchdog_seconds": 5.0,
+        "watchdog_seconds": 3.5,  # below max_unlock_seconds (config rule)
         "device": {"id": DEVICE, "state_dir": str(state)},
         "models": {"threads": 2},
         "doors": [{"name": "front", "relay_pin": RELAY, "unlock_seconds": 0.8, "max_unlock_seconds": 4.0}],

@@ -350,7 +350,7 @@ def test_config_check(tmp_path):
     assert config_check(write(tmp_path, ""), environ={}) == []
     lines = config_check(write(tmp_path, "camra = 1\n[mqtt]\nport = 0\n"), environ={})
     assert len(lines) == 2 and not any(line.startswith("warning: ") for line in lines)
-    path = write(tmp_path, '[mqtt]\nenabled = true\nhost = "broker.lan"\npassword_file = "missing"\n'
+    path = write(tmp_path, '[mqtt]\nenabled = true\nhost = "broker.lan"\nusername = "door"\npassword_file = "missing"\n'
                            '[kiosk]\nenabled = true\nbind = "0.0.0.0"\n')
     warnings = config_check(path, environ={})
     assert all(line.startswith("warning: ") for line in warnings) and len(warnings) == 3

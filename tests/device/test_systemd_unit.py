@@ -55,7 +55,7 @@ def test_sections(unit):
         ("Type", "notify"),
         ("NotifyAccess", "main"),
         ("ExecStart", EXEC_START),
-        ("WatchdogSec", "30"),
+        ("WatchdogSec", "10"),
         ("Restart", "on-failure"),
         ("KillSignal", "SIGTERM"),
         ("User", "edge-mfr"),
