@@ -68,7 +68,18 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce TEXT PRIMARY KEY,
+    expires_ts TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS nonces_expires ON nonces (expires_ts);
 """
+# Kinds anyone can cause without credentials (a junk MQTT command, a wrong kiosk password) or that repeat
+# every few seconds: rotation drops these before any other record, so a flood of them can never push the
+# audit trail (started, unlocked, command, ...) out of a full journal.
+LOW_KINDS = ("command_rejected", "login_failed", "suppressed", "recognized")
+NOISE_PER_WINDOW = 20  # unauthenticated records written per window; the rest are counted in one summary
+NOISE_WINDOW_S = 60.0
 
 
 class JournalError(EdgeMfrError, OSError):
@@ -160,6 +171,11 @@ class Journal:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._last_prune = -float("inf")
+        self._noise_lock = threading.Lock()
+        self._noise_start = time.monotonic()
+        self._noise_written = 0
+        self._noise_counts: dict[str, int] = {}  # this window's events beyond NOISE_PER_WINDOW
+        self._pending_summary: dict[str, int] = {}  # counts of ended windows, not yet written
         self._db = self._open()
 
     @classmethod
@@ -274,6 +290,11 @@ class Journal:
             raise JournalError(f"{self.path}: opened read-only")
 
     def close(self) -> None:
+        if not self.readonly and self._db is not None:
+            try:
+                self._flush_noise(force=True)
+            except JournalError as exc:
+                log.warning("could not write the suppressed-events summary: %s", exc)
         with self._lock:
             if self._db is not None:
                 self._db.close()
@@ -316,15 +337,90 @@ class Journal:
                                     "VALUES (?, ?, ?, ?, ?, ?)", values).lastrowid
                 event["id"] = row_id
                 if self.max_rows and row_id > self.max_rows:
-                    # ids grow by one per insert, so this keeps at most max_rows rows (exactly, without gaps)
-                    gone = db.execute("DELETE FROM events WHERE id <= ?", (row_id - self.max_rows,)).rowcount
-                    self._count(db, "events_dropped_rows", gone)
+                    self._rotate(db)
                 for topic, body, qos, retain in messages:
                     self._enqueue(db, topic, body, qos, retain, event["event_id"], event["ts"])
 
         self._run(write)
         self._maybe_prune(now)
+        if kind != "suppressed":
+            self._flush_noise(force=False)
         return event
+
+    def _rotate(self, db: sqlite3.Connection) -> None:
+        """Keep at most max_rows events: the oldest LOW_KINDS rows go first, other rows only when none is left."""
+        excess = db.execute("SELECT COUNT(*) FROM events").fetchone()[0] - self.max_rows
+        if excess <= 0:
+            return
+        marks = ",".join("?" * len(LOW_KINDS))
+        gone = db.execute(f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE kind IN ({marks}) "
+                          "ORDER BY id LIMIT ?)", (*LOW_KINDS, excess)).rowcount
+        if gone < excess:
+            gone += db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
+                               (excess - gone,)).rowcount
+        self._count(db, "events_dropped_rows", gone)
+
+    def record_noise(self, kind: str, reason: str, **payload: Any) -> dict[str, Any] | None:
+        """Record an event an unauthenticated sender can cause, at most NOISE_PER_WINDOW a minute.
+
+        Beyond that, events are counted by (kind, reason) and written as one ``suppressed`` summary when the
+        window ends, so a flood costs one row a minute instead of one row per message.
+        """
+        with self._noise_lock:
+            self._roll_noise_window()
+            admitted = self._noise_written < NOISE_PER_WINDOW
+            if admitted:
+                self._noise_written += 1
+            else:
+                key = f"{kind}: {reason}"[:120]
+                self._noise_counts[key] = self._noise_counts.get(key, 0) + 1
+        return self.record(kind, reason=reason, **payload) if admitted else None
+
+    def _end_noise_window(self) -> None:
+        """Move this window's counts to the pending summary (caller holds the noise lock)."""
+        for key, n in self._noise_counts.items():
+            self._pending_summary[key] = self._pending_summary.get(key, 0) + n
+        self._noise_counts = {}
+
+    def _roll_noise_window(self) -> None:
+        """Start a new window when the old one is over (caller holds the noise lock)."""
+        if time.monotonic() - self._noise_start >= NOISE_WINDOW_S:
+            self._end_noise_window()
+            self._noise_start, self._noise_written = time.monotonic(), 0
+
+    def _flush_noise(self, force: bool) -> None:
+        with self._noise_lock:
+            if force:
+                self._end_noise_window()
+            else:
+                self._roll_noise_window()
+            summary, self._pending_summary = self._pending_summary, {}
+        if summary and self._db is not None and not self.readonly:
+            self.record("suppressed", window_s=NOISE_WINDOW_S, total=sum(summary.values()), counts=summary)
+
+    def suppressed_pending(self) -> int:
+        """Noise events counted but not yet written as a summary (for tests and the kiosk)."""
+        with self._noise_lock:
+            return sum(self._noise_counts.values()) + sum(self._pending_summary.values())
+
+    # ----------------------------------------------------------------------------------------- nonces
+
+    def use_nonce(self, nonce: str, expires: datetime) -> bool:
+        """Remember a signed command's nonce until ``expires``; False when it was already used.
+
+        Kept in the database, so a replay is refused after a restart too; expired nonces go with pruning.
+        """
+        self._writable()
+
+        def write(db: sqlite3.Connection) -> bool:
+            with self._tx(db):
+                try:
+                    db.execute("INSERT INTO nonces (nonce, expires_ts) VALUES (?, ?)", (nonce, utc_iso(expires)))
+                except sqlite3.IntegrityError:
+                    return False
+                return True
+
+        return self._run(write)
 
     def query(
         self,
@@ -442,6 +538,7 @@ class Journal:
                 "outbox_dropped_age": db.execute("DELETE FROM outbox WHERE created_ts < ?",
                                                  (outbox_cut,)).rowcount,
             }
+            db.execute("DELETE FROM nonces WHERE expires_ts < ?", (utc_iso(now),))
             for name, n in dropped.items():
                 self._count(db, name, n)
         self._last_prune = time.monotonic()

@@ -371,3 +371,60 @@ def test_events_command(path, tmp_path, capsys):
         events_command(tmp_path / "none.db")
     with pytest.raises(JournalError, match="--since"):
         events_command(path, since="last tuesday")
+
+
+# -- a flood of unauthenticated records cannot wipe the audit trail (issue 16 item 4) ------------------------
+
+AUDIT = ("started", "unlocked", "command")
+
+
+def _audit_trail(journal: Journal) -> None:
+    for kind in AUDIT:
+        journal.record(kind, door="front")
+
+
+def test_rotation_drops_rejections_before_security_records(path: Path) -> None:
+    with Journal(path, max_rows=1000) as journal:
+        _audit_trail(journal)
+        for i in range(1500):
+            journal.record("command_rejected", reason="bad signature", n=i)
+        assert journal.count() == 1000
+        assert all(journal.count(kind) == 1 for kind in AUDIT)
+        assert journal.counters()["events_dropped_rows"] == 503
+
+
+def test_security_records_rotate_only_when_nothing_lower_is_left(path: Path) -> None:
+    with Journal(path, max_rows=5) as journal:
+        journal.record("command_rejected", reason="x")
+        for i in range(6):
+            journal.record("unlocked", door="front", n=i)
+        assert journal.count("command_rejected") == 0 and journal.count() == 5
+        assert [r["payload"]["n"] for r in journal.query(kind="unlocked", limit=10)] == [5, 4, 3, 2, 1]
+
+
+def test_unauthenticated_flood_is_rate_limited_and_summarised(path: Path) -> None:
+    from edge_mfr.device.journal import NOISE_PER_WINDOW
+
+    with Journal(path, max_rows=1000) as journal:
+        _audit_trail(journal)
+        for i in range(1500):
+            journal.record_noise("command_rejected", "bad signature", topic=f"t/{i % 3}")
+        assert journal.count("command_rejected") == NOISE_PER_WINDOW
+        assert journal.suppressed_pending() == 1500 - NOISE_PER_WINDOW
+    with Journal(path, max_rows=1000) as journal:  # the summary was written at close
+        (summary,) = journal.query(kind="suppressed")
+        assert summary["payload"]["total"] == 1500 - NOISE_PER_WINDOW
+        assert summary["payload"]["counts"] == {"command_rejected: bad signature": 1500 - NOISE_PER_WINDOW}
+        assert all(journal.count(kind) == 1 for kind in AUDIT)
+
+
+def test_used_nonces_survive_a_restart_until_they_expire(path: Path) -> None:
+    clock = Clock()
+    with Journal(path, clock=clock) as journal:
+        assert journal.use_nonce("abc", clock.now + timedelta(seconds=60))
+        assert not journal.use_nonce("abc", clock.now + timedelta(seconds=60))
+    with Journal(path, clock=clock) as journal:
+        assert not journal.use_nonce("abc", clock.now + timedelta(seconds=60))
+    clock.advance(seconds=120)
+    with Journal(path, clock=clock) as journal:  # pruned at open once expired
+        assert journal.use_nonce("abc", clock.now + timedelta(seconds=60))
