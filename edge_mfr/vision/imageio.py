@@ -59,6 +59,30 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    w, h = struct.unpack(">II", data[16:24])
+    return int(w), int(h)
+
+
+def _png_chunks_fit(data: bytes) -> bool:
+    """Whether every chunk fits in the file, up to IEND.
+
+    OpenCV allocates a chunk's claimed length before reading it: a 9 KB PNG whose IDAT length said 1.7 GB
+    took 1.7 GB and 5 s (found by tests/security/test_fuzz.py), so the chunks are walked first.
+    """
+    i = 8
+    while i + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[i : i + 8])
+        if i + 12 + length > len(data):
+            return False
+        if kind == b"IEND":
+            return True
+        i += 12 + length
+    return False
+
+
 def _webp_size(data: bytes) -> tuple[int, int] | None:
     chunk, body = data[12:16], data[20:]
     if chunk == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":
@@ -103,10 +127,7 @@ def refused_format(data: bytes) -> str | None:
 def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     """(width, height) from the header of an accepted format without decoding, or None when unreadable."""
     if fmt == "PNG":
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            return None
-        w, h = struct.unpack(">II", data[16:24])
-        return int(w), int(h)
+        return _png_size(data)
     if fmt == "JPEG":
         return _jpeg_size(data)
     if fmt == "WebP":
@@ -147,6 +168,8 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         raise _too_large(name, w, h, limit)
     if min(w, h) < MIN_SIDE:
         raise ImageError(f"{name}: image is only {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    if fmt == "PNG" and not _png_chunks_fit(data):
+        raise ImageError(f"{name}: not a readable image (truncated or corrupt PNG chunks)")
     flags = cv2.IMREAD_COLOR
     if fmt == "JPEG":
         # JPEG can be decoded at 1/2, 1/4 or 1/8 scale directly, which saves memory and time.

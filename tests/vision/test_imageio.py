@@ -133,3 +133,12 @@ def test_every_accepted_format_decodes(suffix, astronaut):
     ok, buf = cv2.imencode(suffix, cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
     out = decode_image(buf.tobytes(), f"a{suffix}")
     assert out.shape == astronaut.shape
+
+
+def test_png_chunk_length_bomb_refused_before_decoding():
+    """A 9 KB PNG whose IDAT claimed 1.7 GB made OpenCV allocate it (found by the fuzz run)."""
+    data = bytearray(cv2.imencode(".png", np.zeros((48, 64, 3), np.uint8))[1].tobytes())
+    at = data.index(b"IDAT") - 4
+    data[at:at + 4] = struct.pack(">I", 1_744_838_656)
+    with pytest.raises(ImageError, match="corrupt PNG chunks"):
+        decode_image(bytes(data), "bomb.png")
