@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import queue
 import re
 import signal
@@ -623,6 +624,54 @@ class _Closable(Protocol):
     def close(self) -> None: ...
 
 
+class _SignalRelock:
+    """Relocks the moment a signal arrives, on a thread of its own, whatever the main thread is doing.
+
+    Python runs signal handlers on the main thread between bytecodes, so a main thread blocked in C (a
+    stalled camera read, a TFLite invoke) delayed the SIGTERM relock by 5 s in an attack run (issue 16
+    item 8). The C-level handler writes the signal number to ``signal.set_wakeup_fd`` at once; this
+    thread waits on that pipe and closes the lock bank, then the Python handler does the rest.
+    """
+
+    def __init__(self) -> None:
+        self.target: _Closable | None = None
+        self.signals: frozenset[int] = frozenset()
+        self._read_fd = -1
+        self._write_fd = -1
+
+    def install(self, target: _Closable, signals: Iterable[int]) -> None:
+        self.target, self.signals = target, frozenset(int(s) for s in signals)
+        if self._write_fd < 0:
+            self._read_fd, self._write_fd = os.pipe()
+            os.set_blocking(self._write_fd, False)
+            threading.Thread(target=self._watch, args=(self._read_fd,), name="signal-relock", daemon=True).start()
+        signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+
+    def _watch(self, fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 64)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            target = self.target
+            if target is not None and any(b in self.signals for b in data):
+                try:
+                    target.close()
+                except Exception:
+                    log.exception("relocking on a signal failed")
+
+
+_SIGNAL_RELOCK = _SignalRelock()
+
+
+def _relock_on_delivery(lock_bank: _Closable, signals: Iterable[int]) -> None:
+    _SIGNAL_RELOCK.install(lock_bank, signals)
+
+
 def install_signal_handlers(
     lock_bank: _Closable,
     *,
@@ -638,6 +687,9 @@ def install_signal_handlers(
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("install_signal_handlers must be called from the main thread")
+    signals = tuple(signals)
+    _relock_on_delivery(lock_bank, signals)
+
 
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("%s received: locking doors", signal.Signals(signum).name)

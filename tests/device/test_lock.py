@@ -521,3 +521,59 @@ def test_without_the_handlers_sigterm_skips_finally(tmp_path):
     output, code = run_child_and_sigterm(tmp_path, "plain", "high")
     assert code == -signal.SIGTERM
     assert "after" not in output
+
+
+BLOCKED_CHILD = textwrap.dedent(
+    """
+    import sys, threading, time
+    import cv2
+    from gpiozero.pins.mock import MockFactory
+    from edge_mfr.device.lock import DoorConfig, LockBank, install_signal_handlers
+
+    factory = MockFactory()
+    bank = LockBank([DoorConfig("front", 17, unlock_seconds=60, max_unlock_seconds=60)], factory)
+    install_signal_handlers(bank)
+    relay = factory.pin(17)
+
+    def report():
+        while relay.state:
+            time.sleep(0.01)
+        print("relay off", flush=True)
+
+    bank["front"].unlock("test")
+    threading.Thread(target=report, daemon=True).start()
+    print("blocking", flush=True)
+    # A stalled stream: FFmpeg waits in C, retrying through signals, until the server gives up.
+    cv2.VideoCapture(sys.argv[1], cv2.CAP_FFMPEG)
+    print("unblocked", flush=True)
+    """
+)
+
+
+def test_sigterm_relocks_while_the_main_thread_is_blocked_in_c(tmp_path):
+    """The relock must not wait for the main thread (issue 16 item 8: 5 s behind a stalled camera read)."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    script = tmp_path / "child.py"
+    script.write_text(BLOCKED_CHILD)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/stream.mjpg"
+    proc = subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    conn = None
+    try:
+        server.settimeout(60)
+        conn, _ = server.accept()  # the child is now inside FFmpeg, waiting for an answer that never comes
+        assert proc.stdout.readline().strip() == "blocking"
+        proc.send_signal(signal.SIGTERM)
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline().strip() if ready else "(nothing while the main thread was blocked)"
+        if line != "relay off":
+            proc.kill()
+            pytest.fail(f"{line!r}; child stderr: {proc.communicate(timeout=30)[1][-2000:]}")
+    finally:
+        if conn is not None:
+            conn.close()  # now FFmpeg gives up, the main thread returns and the Python handler ends the child
+        server.close()
+        out, err = proc.communicate(timeout=60)
+    assert "unblocked" not in out and proc.returncode == 0, err
