@@ -138,8 +138,11 @@ def _dumps(payload: Any) -> str:
 
 
 def _create_private(path: Path) -> None:
-    """Create ``path`` mode 0600 before SQLite does (SQLite gives -wal and -shm the database's mode)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create ``path`` mode 0600 before SQLite does (SQLite gives -wal and -shm the database's mode).
+
+    A missing folder is created 0700, like the gallery's: the daemon often creates the state folder itself.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if os.fstat(fd).st_mode & 0o077:

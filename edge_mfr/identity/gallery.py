@@ -664,6 +664,29 @@ def _writer_lock(path: Path, timeout: float) -> Iterator[None]:
         os.close(fd)
 
 
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete ``.<gallery>.*.tmp`` files a killed writer left behind (they may hold face crops).
+
+    Runs under the writer lock, taken without waiting: a writer holding it may own a temp file that is
+    not stale, so nothing is removed then (the next start cleans up). Returns what was removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed: list[Path] = []
+    try:
+        with _writer_lock(path, timeout=0.0):
+            for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                    removed.append(tmp)
+    except GalleryLockedError:
+        log.info("%s: a writer holds the gallery lock; leftover temp files are kept for now", path)
+    for tmp in removed:
+        log.warning("%s: removed a temp file left by an interrupted gallery write", tmp)
+    return removed
+
+
 def _write_npy(zf: zipfile.ZipFile, name: str, parts: Sequence[np.ndarray], shape: tuple, dtype: str) -> None:
     """Stream ``parts`` as one stored .npy member of ``shape`` without stacking them in memory first."""
     header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}

@@ -428,3 +428,13 @@ def test_used_nonces_survive_a_restart_until_they_expire(path: Path) -> None:
     clock.advance(seconds=120)
     with Journal(path, clock=clock) as journal:  # pruned at open once expired
         assert journal.use_nonce("abc", clock.now + timedelta(seconds=60))
+
+
+def test_a_state_folder_created_by_the_journal_is_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with Journal(tmp_path / "new-state" / "journal.db"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new-state").stat().st_mode & 0o777 == 0o700

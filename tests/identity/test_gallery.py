@@ -683,3 +683,21 @@ def test_damaged_npy_array_header_is_one_clear_error(tmp_path: Path, flip: bytes
     member[at] = ord("'") if flip == b"(" else ord("(")
     _replace_member(path, "embeddings.npy", bytes(member))
     _assert_rejected(path, "corrupt")
+
+
+# -- leftovers of a killed writer (issue 16 item 11) -----------------------------------------------------------
+
+
+def test_stale_temp_files_are_removed_unless_a_writer_holds_the_lock(tmp_path: Path) -> None:
+    from edge_mfr.identity.gallery import remove_stale_temp_files
+
+    path = tmp_path / "gallery.npz"
+    sample_gallery(keep_crops=True).save(path)
+    leftover = tmp_path / ".gallery.npz.k1ll3d.tmp"
+    leftover.write_bytes(path.read_bytes())  # what a writer killed before os.replace leaves: crops included
+    other = tmp_path / ".other.npz.x.tmp"
+    other.write_bytes(b"not ours")
+    with gallery_mod._writer_lock(path, 1.0):  # a writer at work: its temp file may be live
+        assert remove_stale_temp_files(path) == [] and leftover.exists()
+    assert remove_stale_temp_files(path) == [leftover]
+    assert not leftover.exists() and other.exists() and Gallery.load(path, SHA_A)
