@@ -269,13 +269,17 @@ class Appliance:
     # -------------------------------------------------------------------------------------------- start-up
 
     def start(self) -> None:
-        """Load and check everything, create the locks (relays off), then tell systemd READY.
+        """Relock (create the locks, relays off) before anything else, load and check everything, then READY.
+
+        The relock comes first because a restart after SIGKILL or an out-of-memory kill is the only software
+        that relocks then, and loading the models takes seconds on a Pi.
 
         Raises an EdgeMfrError naming what failed; whatever was opened is closed again (the caller's
         ``run()`` does that when it called us).
         """
         from edge_mfr.device.journal import Journal
         from edge_mfr.device.lock import LockBank, make_pin_factory
+        from edge_mfr.identity.gallery import remove_stale_temp_files
         from edge_mfr.policy import AccessPolicy
         from edge_mfr.stream.camera import make_camera
         from edge_mfr.stream.sources import Backoff, ResilientSource
@@ -283,12 +287,20 @@ class Appliance:
         from edge_mfr.vision.pipeline import FacePipeline
 
         cfg = self.config
+        factory = self._pin_factory
+        if factory is None:
+            factory = make_pin_factory(mock=gpio_mock(cfg.device.gpio, os.environ))
+        watchdog = cfg.watchdog_seconds or None
+        self.bank = LockBank(lock_doors(cfg.doors), factory, self._lock_event, watchdog_s=watchdog)
         self.notifier.status("loading models")
+        remove_stale_temp_files(cfg.recognition.gallery)  # a killed writer's temp file may hold face crops
+        self.journal = Journal.from_config(cfg)
         self.pipeline = FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
                                      models_dir=self.models_dir)
         self.identifier = self._load_identifier()
         self._gallery_sig = self._gallery_signature()
-        self.journal = Journal.from_config(cfg)
+        for problem in getattr(self.identifier.classifier, "problems", ()):  # e.g. a damaged SVM cache, rebuilt
+            self._record("warning", problem=problem)
         self.notifier.status("opening the camera")
         raw = self._given_source if self._given_source is not None else make_camera(cfg.camera)
         self.source = raw
@@ -300,11 +312,6 @@ class Appliance:
         if raw.live and not isinstance(raw, ResilientSource):  # reopening an open source is a no-op
             backoff = Backoff(cfg.camera.retry_min_seconds, cfg.camera.retry_max_seconds)
             self.source = ResilientSource(raw, backoff=backoff, on_event=self._source_event, stop=self._stop)
-        factory = self._pin_factory
-        if factory is None:
-            factory = make_pin_factory(mock=gpio_mock(cfg.device.gpio, os.environ))
-        watchdog = cfg.watchdog_seconds or None
-        self.bank = LockBank(lock_doors(cfg.doors), factory, self._lock_event, watchdog_s=watchdog)
         rec = cfg.recognition
         self.tracker = Tracker(vote_n=rec.vote_n, vote_m=rec.vote_m, reembed_every=rec.reembed_every)
         self.policy = AccessPolicy(cfg.policy, _PolicyClock(self.clock, cfg.policy.timezone))
@@ -721,8 +728,10 @@ def run_command(config_path: Path | None, source: str | None = None, max_frames:
                 models_dir: Path | None = None, realtime: bool = False) -> int:
     """``edge-mfr run``: the systemd service's ExecStart."""
     from edge_mfr.config import load_config
+    from edge_mfr.config_safety import require_safe
 
     cfg = load_config(config_path)
+    require_safe(cfg, Path(config_path) if config_path is not None else None)  # the checks of `config check`
     if source:
         cfg.camera = cfg.camera.model_copy(update={"source": source})
     app = Appliance(cfg, models_dir=models_dir, pace=realtime, interfaces=default_interfaces(cfg))

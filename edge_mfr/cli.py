@@ -312,7 +312,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from edge_mfr.config import config_check
+    from edge_mfr.config_safety import config_check
 
     lines = config_check(args.config)
     for line in lines:

@@ -729,17 +729,3 @@ def config_warnings(cfg: Config, path: Path | None = None) -> list[str]:
         except OSError:
             pass
     return out
-
-
-def config_check(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Problems for ``edge-mfr config check``: errors first, then lines starting with 'warning: '.
-
-    An empty list means the config is valid and complete; any line not starting with 'warning: ' is fatal.
-    """
-    from edge_mfr.config_safety import safety_problems  # it builds on this module
-
-    try:
-        cfg = load_config(path, environ)
-    except ConfigError as exc:
-        return list(getattr(exc, "problems", [str(exc)]))
-    return safety_problems(cfg, Path(path) if path is not None else None)

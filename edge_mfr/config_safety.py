@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
-from edge_mfr.config import Config, config_warnings
+from edge_mfr.config import Config, config_warnings, load_config
 from edge_mfr.errors import ConfigError
 
 MIN_COMMAND_SECRET_BYTES = 16
@@ -101,3 +102,16 @@ def require_safe(cfg: Config, path: Path | None = None) -> None:
         err = ConfigError("\n".join(fatal))
         err.problems = fatal  # type: ignore[attr-defined]
         raise err
+
+
+def config_check(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Problems for ``edge-mfr config check``: errors first, then lines starting with 'warning: '.
+
+    An empty list means the config is valid and complete; any line not starting with 'warning: ' is fatal.
+    The same checks as `run` (load_config, then safety_problems).
+    """
+    try:
+        cfg = load_config(path, environ)
+    except ConfigError as exc:
+        return list(getattr(exc, "problems", [str(exc)]))
+    return safety_problems(cfg, Path(path) if path is not None else None)

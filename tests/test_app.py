@@ -537,3 +537,43 @@ def test_doctor_passes_on_a_video_setup_and_fails_on_a_missing_camera(tmp_path, 
     assert run_doctor(bad) == 1
     out = capsys.readouterr().out
     assert "FAIL  camera" in out and "gone.mp4" in out
+
+
+# ------------------------------------------------------------------- start-up after a kill (issue 16)
+
+
+def test_start_after_a_kill_relocks_first_cleans_up_and_journals_a_bad_svm_cache(tmp_path, assets, monkeypatch):
+    """What a restart after SIGKILL finds: a relay line left energised, a writer's temp file, a torn cache."""
+    import numpy as np
+
+    from edge_mfr.identity.gallery import Gallery, TemplateMeta
+    from edge_mfr.vision import pipeline as pipeline_mod
+
+    config = make_config(tmp_path, assets.stranger_clip, assets.gallery)
+    state = config.device.state_dir
+    sha = Gallery.load(state / "gallery.npz").model_sha256
+    with Gallery.edit(state / "gallery.npz", sha) as gallery:  # two people: the daemon then uses the SVM cache
+        x = np.random.default_rng(0).normal(size=(2, gallery.dim)).astype(np.float32)
+        other = gallery.add_person("Someone Else")
+        gallery.add_templates(other.person_id, x / np.linalg.norm(x, axis=1, keepdims=True),
+                              [TemplateMeta("a.jpg", 0.9), TemplateMeta("b.jpg", 0.9)])
+    (state / "gallery.npz.svm.npz").write_bytes(b"PK\x03\x04 torn by a kill")
+    leftover = state / ".gallery.npz.abc123.tmp"
+    leftover.write_bytes((state / "gallery.npz").read_bytes())
+    factory = MockFactory()
+    relay = factory.pin(RELAY)
+    relay.function, relay.state = "output", True  # the released line kept its last, unlocked level
+    seen_at_model_load = []
+    original = pipeline_mod.FacePipeline.__init__
+
+    def loading(self, *args, **kwargs):
+        seen_at_model_load.append(relay.state)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_mod.FacePipeline, "__init__", loading)
+    app = Appliance(config, pin_factory=factory, notifier=FakeNotifier())
+    assert app.run(max_frames=2) == 0
+    assert seen_at_model_load == [False]  # relocked before the seconds of model loading
+    assert not leftover.exists()
+    warnings = [e for e in journal_events(config) if e["kind"] == "warning"]
+    assert len(warnings) == 1 and "SVM weights cache ignored and rebuilt" in warnings[0]["payload"]["problem"]

@@ -11,7 +11,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_mfr import config as cfgmod
-from edge_mfr.config import Config, ConfigError, config_check, load_config, parse_days, pin_number
+from edge_mfr.config import Config, ConfigError, load_config, parse_days, pin_number
+from edge_mfr.config_safety import config_check
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "deploy" / "config.example.toml"
