@@ -193,6 +193,11 @@ class _Closer:
         if self.app.bank is not None:
             self.app.bank.close()
 
+    def stop_now(self) -> None:
+        bank = self.app.bank
+        if bank is not None:
+            bank.stop_now()
+
 
 class _Stop(BaseException):
     """Raised by the signal handler to leave the frame loop at once (even from a blocked read).
@@ -740,3 +745,20 @@ def run_command(config_path: Path | None, source: str | None = None, max_frames:
     print(f"stopped after {s.frames} frames ({s.fps_mean:.1f} fps), {s.embeddings} embeddings, "
           f"{s.unlocks} unlocks; journal {cfg.journal.path}")
     return code
+
+
+def relock_command(config_path: Path | None) -> int:
+    """``edge-mfr relock``: systemd's ExecStopPost, run after every end of the service, SIGKILL included.
+
+    A GPIO line released by a killed process may keep its last (unlocked) level; this drives every relay
+    to its de-energised level and releases it there, in well under a second, instead of waiting for the
+    restart (RestartSec plus start-up) or for nothing at all once systemd's start limit is hit.
+    """
+    from edge_mfr.config import load_config
+    from edge_mfr.device.lock import LockBank, make_pin_factory
+
+    cfg = load_config(config_path)
+    factory = make_pin_factory(mock=gpio_mock(cfg.device.gpio, os.environ))
+    LockBank(lock_doors(cfg.doors), factory).close()  # created de-energised, then released
+    print(f"relocked {', '.join(d.name for d in cfg.doors)}")
+    return 0

@@ -337,6 +337,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                        realtime=args.realtime)
 
 
+def cmd_relock(args: argparse.Namespace) -> int:
+    from edge_mfr.app import relock_command
+
+    return relock_command(args.config)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge_mfr.demo import run_demo
 
@@ -447,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames (tests)")
     p.add_argument("--realtime", action="store_true", help="replay a video file at its own frame rate")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("relock", help="drive every door's relay to locked and exit (systemd's ExecStopPost, after "
+                                      "any end of `run`, SIGKILL included)")
+    p.set_defaults(func=cmd_relock)
 
     p = sub.add_parser("demo", help="the whole appliance on a rendered clip: no Pi, camera or broker needed")
     p.add_argument("--out", metavar="DIR", help="folder for the clip, gallery and journal (default: a new "

@@ -78,6 +78,9 @@ def safety_problems(cfg: Config, path: Path | None = None) -> list[str]:
             else:
                 fatal.append(f"mqtt: anonymous connection in clear text to the remote broker {m.host!r}: set "
                              "mqtt.username with password_file, and tls = true")
+        if m.protocol == "3.1.1" and (m.command_secret_file is not None or m.allow_unsigned_ha_unlock):
+            warnings.append(f"{WARNING}mqtt.protocol = 3.1.1: a command published retained while the device is "
+                            "connected arrives without its retain flag and runs once; protocol = 5 refuses it")
         if m.allow_unsigned_ha_unlock:
             warnings.append(f"{WARNING}mqtt.allow_unsigned_ha_unlock = true: anyone allowed to publish Home "
                             "Assistant's unlock topic opens the door without a signature or replay window")

@@ -357,3 +357,69 @@ def test_doctor_logs_in_with_the_real_settings(tmp_path, scene, broker, certs):
     down = check_broker(make_config(tmp_path, scene, mf.free_port()))
     assert down.status == FAIL and "connection refused" in down.detail, down
     assert not any(mf.USERS[DEVICE] in c.detail for c in (good, wrong, tls, other, down))
+
+
+# ------------------------------------------------------------------------------ attacks (issue 16 items 1, 4, 11)
+
+
+def _answer(operator: Recorder, request_id: str, after: int = 0) -> dict | None:
+    """The first answer to ``request_id`` among the results received after the first ``after``."""
+    for payload in operator.on(T.result)[after:]:
+        answer = json.loads(payload)
+        if answer.get("id") == request_id:
+            return answer
+    return None
+
+
+def test_replays_after_a_restart_floods_and_retained_commands_are_refused(tmp_path, scene, broker):
+    from edge_mfr.stream.sources import SyntheticSource
+
+    operator = Recorder(broker, f"cmd-{DEVICE}", [T.result])
+    config = make_config(tmp_path, scene, broker.port, protocol="5")
+    config.journal.max_rows = 60
+    topic = T.command("unlock")
+    factory = MockFactory()
+
+    def start() -> tuple[Appliance, Running]:
+        idle = SyntheticSource(scene.faces, script=[None] * int(60 * FPS), fps=FPS)
+        app = Appliance(config, source=idle, pin_factory=factory, notifier=Notifier(), pace=True)
+        run = Running(app)
+        assert wait_until(lambda: app.mqtt is not None and app.mqtt.connected, TIMEOUT)
+        return app, run
+
+    def ask(body: dict, retain: bool = False) -> dict:
+        seen = len(operator.on(T.result))
+        operator.publish(topic, json.dumps(body), retain=retain)
+        assert wait_until(lambda: _answer(operator, body["id"], seen), TIMEOUT), broker.log_text()[-2000:]
+        return _answer(operator, body["id"], seen)
+
+    captured = sign_command(SECRET, topic, {"door": "front", "seconds": 1.0, "id": "first"})
+    app, run = start()
+    try:
+        assert ask(captured)["ok"] is True
+        assert wait_until(lambda: relay_states(factory)[-2:] == [True, False], TIMEOUT)
+        # A flood of junk from anyone allowed to publish: the audit trail (max_rows 60) must survive it.
+        for i in range(300):
+            operator.publish(topic, json.dumps({"door": "front", "id": f"junk-{i}"}))
+        assert wait_until(lambda: _answer(operator, "junk-299"), TIMEOUT)
+        # A signed unlock published retained is refused at once, not only after a reconnect.
+        held = sign_command(SECRET, topic, {"door": "front", "seconds": 1.0, "id": "retained"})
+        answer = ask(held, retain=True)
+        assert answer["ok"] is False and "retained" in answer["reason"], answer
+        operator.publish(topic, b"", retain=True)  # clear it from the broker
+    finally:
+        run.stop()
+    energised = relay_states(factory).count(True)
+    rows = journal_rows(config)
+    kinds = [r["kind"] for r in rows]
+    assert {"started", "command", "unlocked", "stopped"} <= set(kinds), kinds
+    assert kinds.count("command_rejected") <= 40 and len(rows) <= 60
+    # The captured command, replayed after a restart, within its +-30 s window.
+    app, run = start()
+    try:
+        answer = ask(captured)
+        assert answer["ok"] is False and "replayed" in answer["reason"], answer
+    finally:
+        run.stop()
+        operator.close()
+    assert relay_states(factory).count(True) == energised  # nothing after the first unlock opened the door

@@ -54,10 +54,11 @@ def test_config_check_refuses_what_run_refuses(tmp_path, capsys, case, text, fil
     ("text", "needle"),
     [(MQTT + "allow_unsigned_ha_unlock = true\n", "allow_unsigned_ha_unlock = true"),
      ('[mqtt]\nenabled = true\nhost = "127.0.0.1"\n', "anonymous plain-TCP"),
-     ("watchdog_seconds = 0\n", "watchdog_seconds = 0")],
+     ("watchdog_seconds = 0\n", "watchdog_seconds = 0"),
+     (MQTT + 'command_secret_file = "secret"\n', "mqtt.protocol = 3.1.1")],
 )
 def test_unsafe_flags_are_warned_about(tmp_path, capsys, text, needle):
-    path = _config(tmp_path, text, {"pw": "x"})
+    path = _config(tmp_path, text, {"pw": "x", "secret": SECRET_OK})
     assert main(["--config", str(path), "config", "check"]) == 0
     out = capsys.readouterr().out
     assert f"warning: {needle}" in out or needle in out and "warning: " in out
@@ -67,10 +68,11 @@ def test_unsafe_flags_are_warned_about(tmp_path, capsys, text, needle):
 
 
 def test_safe_settings_pass(tmp_path, capsys):
-    path = _config(tmp_path, MQTT + 'command_secret_file = "secret"\n[kiosk]\nenabled = true\n'
+    path = _config(tmp_path, MQTT + 'command_secret_file = "secret"\nprotocol = "5"\n[kiosk]\nenabled = true\n'
                    'admin_password_file = "admin"\n', {"secret": SECRET_OK, "pw": "x", "admin": "correct horse\n"})
     assert main(["--config", str(path), "config", "check"]) == 0
     assert capsys.readouterr().out.strip().endswith(": ok")
     from edge_mfr.config_safety import require_safe
 
     require_safe(load_config(path, environ={}), path)
+

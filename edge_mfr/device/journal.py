@@ -379,14 +379,12 @@ class Journal:
                 self._noise_counts[key] = self._noise_counts.get(key, 0) + 1
         return self.record(kind, reason=reason, **payload) if admitted else None
 
-    def _end_noise_window(self) -> None:
-        """Move this window's counts to the pending summary (caller holds the noise lock)."""
+    def _end_noise_window(self) -> None:  # the caller holds the noise lock
         for key, n in self._noise_counts.items():
             self._pending_summary[key] = self._pending_summary.get(key, 0) + n
         self._noise_counts = {}
 
-    def _roll_noise_window(self) -> None:
-        """Start a new window when the old one is over (caller holds the noise lock)."""
+    def _roll_noise_window(self) -> None:  # the caller holds the noise lock
         if time.monotonic() - self._noise_start >= NOISE_WINDOW_S:
             self._end_noise_window()
             self._noise_start, self._noise_written = time.monotonic(), 0
@@ -402,7 +400,7 @@ class Journal:
             self.record("suppressed", window_s=NOISE_WINDOW_S, total=sum(summary.values()), counts=summary)
 
     def suppressed_pending(self) -> int:
-        """Noise events counted but not yet written as a summary (for tests and the kiosk)."""
+        """Noise events counted but not yet written as a summary."""
         with self._noise_lock:
             return sum(self._noise_counts.values()) + sum(self._pending_summary.values())
 

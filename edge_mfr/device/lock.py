@@ -197,6 +197,7 @@ class DoorLock:
         self._wake = threading.Event()
         self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
         self._closed = False
+        self._stopping = False  # set by stop_now() from a signal: no unlock from now on
         self._unlocked_until: float | None = None
         self._watchdog_deadline: float | None = None
         self._watchdog_tripped = False
@@ -347,6 +348,14 @@ class DoorLock:
                 log.warning("door %s: watchdog fed again, remote unlocks allowed", self.name)
         self._wake.set()
 
+    def stop_now(self) -> None:
+        """Relay off and no unlock from now on, without waiting for any lock or thread (see _SignalRelock).
+
+        :meth:`close` still does the bookkeeping; this only makes sure nothing waits for it.
+        """
+        self._stopping = True
+        self._relay_off()
+
     def close(self) -> None:
         """Relock and release every pin; idempotent and safe from a signal handler or an event callback."""
         got = self._mutex.acquire(timeout=_CLOSE_JOIN_S)
@@ -388,7 +397,7 @@ class DoorLock:
         ):
             raise ValueError(f"door {self.name!r}: unlock seconds must be a positive number, got {seconds!r}")
         with self._mutex:
-            if self._closed:
+            if self._closed or self._stopping:
                 log.warning("door %s: unlock (%s) refused, the lock is closed", self.name, reason)
                 return False
             if self._watchdog_tripped and not egress:
@@ -603,6 +612,11 @@ class LockBank:
         for door in self._doors.values():
             door.lock(reason)
 
+    def stop_now(self) -> None:
+        """Every relay off and no unlock from now on; no waiting (see DoorLock.stop_now)."""
+        for door in self._doors.values():
+            door.stop_now()
+
     def close(self) -> None:
         """Relock every door first (fast, no joins), then release them one by one."""
         for door in self._doors.values():
@@ -630,7 +644,8 @@ class _SignalRelock:
     Python runs signal handlers on the main thread between bytecodes, so a main thread blocked in C (a
     stalled camera read, a TFLite invoke) delayed the SIGTERM relock by 5 s in an attack run (issue 16
     item 8). The C-level handler writes the signal number to ``signal.set_wakeup_fd`` at once; this
-    thread waits on that pipe and closes the lock bank, then the Python handler does the rest.
+    thread waits on that pipe and switches every relay off (``stop_now``: no locks taken, no joins, no
+    events), then the Python handler closes the bank and records the shutdown as before.
     """
 
     def __init__(self) -> None:
@@ -659,8 +674,8 @@ class _SignalRelock:
                 return
             target = self.target
             if target is not None and any(b in self.signals for b in data):
-                try:
-                    target.close()
+                try:  # relays off only: the main thread's handler does the full close and its records
+                    getattr(target, "stop_now", target.close)()
                 except Exception:
                     log.exception("relocking on a signal failed")
 

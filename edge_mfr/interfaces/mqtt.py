@@ -303,9 +303,16 @@ class MqttClient:
             log.info("MQTT connected to %s:%s as %s", self.settings.host, self.settings.port,
                      self.settings.client_id)
             client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
-            subs = [(self.topics.ha_status, 1)]
+            subs: list[tuple[str, Any]] = [(self.topics.ha_status, 1)]
             if self.handler is not None:
-                subs += [(self.topics.commands, 1), (self.topics.ha_lock_commands, 1)]
+                # MQTT 5: keep the publisher's retain flag on live deliveries too, so a command published
+                # retained is refused the first time as well, not only after a reconnect (MQTT 3.1.1 cannot
+                # tell: config check warns). paho's SubscribeOptions defaults to QoS 0, hence qos=1.
+                from paho.mqtt.subscribeoptions import SubscribeOptions
+
+                opts: Any = (SubscribeOptions(qos=1, retainAsPublished=True)
+                             if self.settings.protocol == "5" else 1)
+                subs += [(self.topics.commands, opts), (self.topics.ha_lock_commands, opts)]
             client.subscribe(subs)
             if self.settings.discovery:
                 self.publish_discovery()

@@ -48,6 +48,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +344,26 @@ class CommandHandler:
         refused = self._nonces.add(nonce, time.monotonic())
         if refused:
             raise _Reject(refused)
+        self._persist_nonce(nonce, now)
+
+    def _persist_nonce(self, nonce: str, now: float) -> None:
+        """Refuse a nonce used before a restart: the in-memory cache starts empty, the journal does not.
+
+        Kept until twice the window has passed on the wall clock; a clock stepped back keeps it longer (still
+        refused), a clock stepped forward makes the old ``ts`` stale first. Without a journal (tests, tools)
+        only the in-memory cache applies; a journal that cannot record it refuses the command (fail closed).
+        """
+        use = getattr(self.journal, "use_nonce", None)
+        if use is None:
+            return
+        expires = datetime.fromtimestamp(now + 2 * self.limits.window_s, UTC)
+        try:
+            fresh = use(nonce, expires)
+        except Exception as exc:
+            log.warning("journal: cannot remember a command nonce (%s); command refused", exc)
+            raise _Reject("device journal unavailable; command refused") from None
+        if not fresh:
+            raise _Reject("replayed command (nonce already used before a restart)")
 
     def _door(self, body: Mapping[str, Any], *, required: bool) -> str | None:
         door = body.get("door")
@@ -440,12 +461,19 @@ class CommandHandler:
         raise _Reject("Home Assistant lock payload must be LOCK or UNLOCK")
 
     def _journal(self, kind: str, result: CommandResult, topic: str, retained: bool) -> None:
+        """Accepted and failed commands are always journaled; rejected ones (anyone can send those) through
+        the journal's rate limit, so a flood cannot rotate the audit trail away (issue 16 item 4)."""
         if self.journal is None:
             return
         try:
             door = result.details.get("door") if isinstance(result.details.get("door"), str) else None
-            self.journal.record(kind, door=door, command=result.command, request_id=result.request_id,
-                                reason=result.reason, topic=str(topic)[:200], retained=bool(retained))
+            details = {"door": door, "command": result.command, "request_id": result.request_id,
+                       "topic": str(topic)[:200], "retained": bool(retained)}
+            noise = getattr(self.journal, "record_noise", None)
+            if kind == "command_rejected" and noise is not None:
+                noise(kind, result.reason, **details)
+            else:
+                self.journal.record(kind, reason=result.reason, **details)
         except Exception:
             log.exception("journal: cannot record %s", kind)
 

@@ -147,3 +147,28 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     broken.parent.mkdir()
     broken.write_text(copy.read_text().replace("ProtectHome=true", "ProtectHome=sometimes\nProtectHoem=true"))
     assert len(complaints(verify(broken), broken)) == 2
+
+
+def test_every_end_of_the_service_relocks_and_the_watchdog_fires_before_the_unlock_cap(unit):
+    """Issue 16 item 7: after SIGKILL or an OOM kill nothing relocked in software until the restart."""
+    assert one(unit, "ExecStopPost") == "/opt/edge-mfr/venv/bin/edge-mfr relock --config /etc/edge-mfr/config.toml"
+    from edge_mfr.config import Config
+
+    door_cap = Config().doors[0].max_unlock_seconds
+    assert int(one(unit, "WatchdogSec")) == Config().watchdog_seconds < door_cap
+
+
+def test_relock_command_drives_the_relays_locked(tmp_path):
+    """`edge-mfr relock` (systemd's ExecStopPost) runs in a fresh process, as after a SIGKILL."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "config.toml"
+    path.write_text('[device]\ngpio = "mock"\n[[doors]]\nname = "front"\nrelay_pin = 17\n'
+                    '[[doors]]\nname = "back"\nrelay_pin = 27\n')
+    proc = subprocess.run([sys.executable, "-m", "edge_mfr.cli", "--config", str(path), "relock"],
+                          capture_output=True, text=True, timeout=120, cwd=UNIT.parents[1],
+                          env={**os.environ, "EDGE_MFR_STATE_DIR": str(tmp_path / "state")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "relocked front, back"
