@@ -189,7 +189,7 @@ def demo_config(out: Path, video: Path) -> Path:
     """
     lines = [
         "# written by `edge-mfr demo`",
-        "watchdog_seconds = 10.0",
+        "watchdog_seconds = 3.0",  # below max_unlock_seconds, as config check requires
         "[device]", 'id = "demo"', f"state_dir = {json.dumps(str(out.resolve()))}",
         "[camera]", f"source = {json.dumps(str(video.resolve()))}", f"fps = {FPS}",
         "[models]", "threads = 2",

@@ -106,7 +106,7 @@ def _bmp_size(data: bytes) -> tuple[int, int] | None:
     return abs(int(w)), abs(int(h))
 
 
-def image_format(data: bytes) -> str | None:
+def image_format(data: bytes | memoryview) -> str | None:
     """The accepted format of encoded image bytes (from their magic bytes), or None."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return "PNG"
@@ -121,7 +121,8 @@ def image_format(data: bytes) -> str | None:
 
 def refused_format(data: bytes) -> str | None:
     """The name of a recognised image format the product refuses (TIFF, PNM, ...), or None."""
-    return next((name for magic, name in _REFUSED_MAGIC if data.startswith(magic)), None)
+    head = bytes(data[:16])  # bytes or a memoryview of a spooled upload
+    return next((name for magic, name in _REFUSED_MAGIC if head.startswith(magic)), None)
 
 
 def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:

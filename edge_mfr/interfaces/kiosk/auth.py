@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import threading
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 LOGIN_FAILURES = 5  # wrong passwords per client within LOGIN_WINDOW_S before logins are refused
 LOGIN_WINDOW_S = 300.0
+LOCAL_MAX_WAIT_S = 30.0  # the local screen is slowed down (doubling waits) but never locked out longer
 SESSION_S = 8 * 3600.0
 ADMIN_OFF = "admin pages are disabled: set kiosk.admin_password_file"
 
@@ -46,6 +48,15 @@ def read_password(path: Path) -> str:
     return password
 
 
+def _is_loopback(client: str) -> bool:
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 class AdminAuth:
     """Password check with a per-client failure limit, and in-memory sessions with a CSRF token each."""
 
@@ -61,16 +72,20 @@ class AdminAuth:
         return self._digest is not None
 
     def login(self, password: str, client: str) -> str:
-        """A new session token, or LoginRefused (wrong password, or too many wrong ones lately)."""
+        """A new session token, or LoginRefused (wrong password, or too many wrong ones lately).
+
+        Limits are per address only: a global cap let one attacker lock the real admin out for 5 minutes,
+        repeatably (issue 16 item 5). A LAN address is refused for LOGIN_WINDOW_S after LOGIN_FAILURES
+        wrong passwords; the local screen (loopback) only waits, doubling from 1 s up to LOCAL_MAX_WAIT_S.
+        """
         if self._digest is None:
             raise LoginRefused(ADMIN_OFF, HTTPStatus.FORBIDDEN)
         now = self.clock()
         with self._lock:
             recent = [t for t in self._failures.get(client, []) if now - t < LOGIN_WINDOW_S]
-            everyone = sum(len(v) for v in self._failures.values())
-            if len(recent) >= LOGIN_FAILURES or everyone >= 10 * LOGIN_FAILURES:
-                wait = LOGIN_WINDOW_S - (now - recent[0]) if recent else LOGIN_WINDOW_S
-                raise LoginRefused(f"too many wrong passwords: try again in {wait:.0f} s",
+            wait = self._wait(recent, now, _is_loopback(client))
+            if wait > 0:
+                raise LoginRefused(f"too many wrong passwords: try again in {max(wait, 1):.0f} s",
                                    HTTPStatus.TOO_MANY_REQUESTS, wait)
             given = hashlib.sha256(password.encode("utf-8", "replace")).digest()
             if not hmac.compare_digest(given, self._digest):
@@ -83,6 +98,16 @@ class AdminAuth:
             self._sessions = {k: v for k, v in self._sessions.items() if v[0] > now}
             self._sessions[token] = (now + SESSION_S, secrets.token_urlsafe(24))
             return token
+
+    @staticmethod
+    def _wait(recent: list[float], now: float, local: bool) -> float:
+        """Seconds this client must still wait before its next try (0: it may try now)."""
+        if len(recent) < LOGIN_FAILURES:
+            return 0.0
+        if local:
+            pause = min(2.0 ** (len(recent) - LOGIN_FAILURES), LOCAL_MAX_WAIT_S)
+            return max(0.0, recent[-1] + pause - now)
+        return max(0.0, LOGIN_WINDOW_S - (now - recent[-LOGIN_FAILURES]))
 
     def _forget_old(self, now: float) -> None:
         for client in list(self._failures):

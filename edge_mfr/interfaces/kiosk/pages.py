@@ -132,9 +132,13 @@ def message(text: str, ok: bool = False) -> str:
     return f"<p class={kind} role={role} id=message>{escape(text)}</p>"
 
 
+CSRF_SLOT = "__EDGE_MFR_CSRF__"  # filled with the session's token by the handler (see _Handler._send)
+
+
 def admin_page(title: str, content: str, note: str = "") -> str:
     nav = ("<nav><a href='/'>Live view</a><a href='/admin'>People</a><a href='/admin/journal'>Journal</a>"
-           "<form class=inline method=post action='/admin/logout'><button>Log out</button></form></nav>")
+           "<form class=inline method=post action='/admin/logout'>"
+           f"<input type=hidden name=csrf value='{CSRF_SLOT}'><button>Log out</button></form></nav>")
     return page(title, f"<div class=admin>{nav}<h1>{escape(title)}</h1>{note}{content}</div>")
 
 

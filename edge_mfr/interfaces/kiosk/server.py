@@ -46,6 +46,7 @@ from edge_mfr.interfaces.kiosk.uploads import Part, UploadError, store_upload
 log = logging.getLogger(__name__)
 
 MAX_FILES = 40
+MAX_HANDLERS = 16  # connections served at once (live viewers, pages, uploads); more are closed at once
 CAPTURE_FRAMES = 12  # live-camera enrollment: frames collected while the person turns their head
 CAPTURE_GAP_S = 0.3  # at least this long between two collected frames
 CAPTURE_TIMEOUT_S = 20.0
@@ -80,9 +81,36 @@ def report_rows(result: Any) -> list[list[str]]:
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most MAX_HANDLERS at once: beyond that a connection is closed at once
+    instead of costing a thread (and its buffers) per attacker connection."""
+
     daemon_threads = True
     allow_reuse_address = True
     kiosk: Kiosk
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_HANDLERS)
+        self.turned_away = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.turned_away += 1
+            log.warning("kiosk: %d connections already open; closing one from %s", MAX_HANDLERS,
+                        client_address[0])
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class Kiosk:
@@ -104,6 +132,19 @@ class Kiosk:
         self.capture: CaptureJob | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    def journal_login(self, ok: bool, client: str, reason: str) -> None:
+        """Journal an admin login; failures (anyone can cause them) through the journal's rate limit."""
+        journal = getattr(self.app, "journal", None)
+        if journal is None:
+            return
+        try:
+            if ok:
+                journal.record("admin_login", client=client)
+            else:
+                journal.record_noise("login_failed", reason.split(":")[0], client=client)
+        except Exception:
+            log.exception("kiosk: cannot journal a login attempt")
 
     @property
     def loopback(self) -> bool:

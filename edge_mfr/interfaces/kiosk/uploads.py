@@ -4,10 +4,14 @@ and a multipart package would add a dependency for ~40 lines."""
 
 from __future__ import annotations
 
+import mmap
 import re
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from typing import IO
 
 import cv2
 
@@ -28,13 +32,46 @@ class UploadError(EdgeMfrError, ValueError):
 class Part:
     name: str
     filename: str | None
-    data: bytes
+    data: bytes | memoryview  # a view into the spooled body (no copy) when parsed from a file
 
 
-def parse_multipart(body: bytes, content_type: str) -> list[Part]:
+def spool_body(read: Callable[[int], bytes], length: int, limit: int) -> IO[bytes]:
+    """Copy ``length`` bytes from ``read`` to an anonymous temp file, 1 MiB at a time (memory stays flat).
+
+    The caller checked ``length <= limit``; a body that ends early is refused. Parse it with
+    :func:`parse_multipart` on ``mmap`` of the file, so the parts are views of the file, not copies.
+    """
+    if length > limit:
+        raise UploadError(f"the upload is over the limit of {limit / 1048576:g} MB",
+                          HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    spool = tempfile.TemporaryFile(prefix="edge-mfr-upload-")
+    try:
+        left = length
+        while left > 0:
+            chunk = read(min(left, 1 << 20))
+            if not chunk:
+                raise UploadError("the upload ended before its Content-Length")
+            spool.write(chunk)
+            left -= len(chunk)
+        spool.flush()
+        return spool
+    except BaseException:
+        spool.close()
+        raise
+
+
+def looks_like_video(data: bytes | memoryview) -> bool:
+    """MP4/MOV, Matroska/WebM or AVI by their magic bytes: anything else is never handed to FFmpeg, which
+    would decode image formats refused by edge_mfr.vision.imageio (a TIFF bomb among them)."""
+    head = bytes(data[:16])
+    return head[4:8] == b"ftyp" or head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+
+
+def parse_multipart(body: bytes | mmap.mmap, content_type: str, keep_views: bool = False) -> list[Part]:
     """The parts of a multipart/form-data body (RFC 7578); UploadError when it is malformed.
 
-    Each part's data is copied out of ``body`` once (an upload may be tens of MB on a small Pi).
+    Each part's data is copied out of ``body`` once (an upload may be tens of MB on a small Pi), or with
+    ``keep_views`` left as a view of ``body`` (an mmap of the spooled upload: nothing copied).
     """
     m = re.search(r'boundary="?([^";,]+)"?', content_type)
     if not content_type.lower().startswith("multipart/form-data") or not m:
@@ -60,12 +97,13 @@ def parse_multipart(body: bytes, content_type: str) -> list[Part]:
         params = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', headers.get("content-disposition", "")))
         if "name" not in params:
             raise UploadError("the upload is malformed (a part has no name)")
-        parts.append(Part(params["name"], params.get("filename"), bytes(view[head_end + 4:nxt])))
+        data = view[head_end + 4:nxt]
+        parts.append(Part(params["name"], params.get("filename"), data if keep_views else bytes(data)))
         pos = nxt + 2
     raise UploadError("the upload is malformed or incomplete (no closing boundary)")
 
 
-def store_upload(folder: Path, index: int, filename: str, data: bytes) -> Path:
+def store_upload(folder: Path, index: int, filename: str, data: bytes | memoryview) -> Path:
     """Decode an uploaded photo or video and store it in ``folder`` under a name of our own choosing.
 
     Photos are re-encoded as PNG (metadata dropped); videos are kept as uploaded once a frame decodes.
@@ -86,6 +124,9 @@ def store_upload(folder: Path, index: int, filename: str, data: bytes) -> Path:
         target = folder / f"{index:02d}-{stem}.png"
         write_image(target, image)
         return target
+    if not looks_like_video(data):
+        raise UploadError(f"{shown}: not a photo or video this device can decode (checked by its content, not "
+                          "by the file name; photos: JPEG, PNG, WebP, BMP; videos: MP4, MOV, WebM, MKV, AVI)")
     target = folder / f"{index:02d}-{stem}.mp4"  # the container is probed from the content, not the suffix
     target.write_bytes(data)
     capture = cv2.VideoCapture(str(target))

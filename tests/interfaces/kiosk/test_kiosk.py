@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from edge_mfr.config import Config
+from edge_mfr.device.journal import Journal
 
 REPO = Path(__file__).resolve().parents[3]
 ARTIFACTS = REPO / "artifacts" / "kiosk"
@@ -112,7 +113,7 @@ def clip(enrolled_cast, tmp_path_factory) -> dict:
 
 def kiosk_config(state: Path, source: Path, password_file: Path | None, **kiosk) -> Config:
     return Config.model_validate({
-        "watchdog_seconds": 10.0,
+        "watchdog_seconds": 3.5,  # below max_unlock_seconds (config rule)
         "device": {"id": "kiosk-test", "state_dir": str(state)},
         "camera": {"source": str(source)},
         "models": {"threads": 2},
@@ -472,3 +473,95 @@ def test_the_boot_script_is_shellcheck_clean_and_the_unit_starts_it():
         pytest.skip("shellcheck is not installed (apt install shellcheck)")
     result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+# ------------------------------------------------------------------- attacks over HTTP (issue 16 items 3, 5, 11)
+
+
+def _port(app) -> int:
+    return int(app.test_url.rstrip("/").rsplit(":", 1)[1])
+
+
+def _request(app, method: str, path: str, body: bytes = b"", headers: dict | None = None,
+             source: str = "127.0.0.1"):
+    """(status, headers, body) of one request from the loopback address ``source``."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", _port(app), timeout=20, source_address=(source, 0))
+    try:
+        conn.request(method, path, body=body, headers={"Host": f"127.0.0.1:{_port(app)}", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def _login_cookie(app) -> str:
+    status, headers, _ = _request(app, "POST", "/admin/login", f"password={PASSWORD}".encode(),
+                                  {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 303, status
+    return headers["Set-Cookie"].split(";")[0]
+
+
+def test_an_upload_without_a_session_is_refused_before_its_body_is_read(appliance):
+    """The old kiosk read up to max_upload_mb of the body first: here it would wait for bytes never sent."""
+    with socket.create_connection(("127.0.0.1", _port(appliance)), timeout=10) as sock:
+        sock.sendall(f"POST /admin/enroll HTTP/1.1\r\nHost: 127.0.0.1:{_port(appliance)}\r\n"
+                     "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 900000\r\n\r\n".encode())
+        try:
+            answer = sock.recv(4096)
+        except TimeoutError:
+            answer = b"(no answer: the server is reading the body)"
+    assert answer.startswith(b"HTTP/1.0 401") or answer.startswith(b"HTTP/1.1 401"), answer[:80]
+
+
+def test_connections_beyond_the_handler_limit_are_closed_not_queued(appliance):
+    from edge_mfr.interfaces.kiosk.server import MAX_HANDLERS
+
+    idle = []
+    try:
+        for _ in range(MAX_HANDLERS + 4):  # each holds a handler thread with an unfinished request line
+            sock = socket.create_connection(("127.0.0.1", _port(appliance)), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+            idle.append(sock)
+        closed = 0
+        for sock in idle[MAX_HANDLERS:]:
+            try:
+                closed += sock.recv(1) == b""
+            except TimeoutError:
+                pass
+        assert closed >= 4, "the extra connections each got a thread"
+    finally:
+        for sock in idle:
+            sock.close()
+    assert wait_until(lambda: _request(appliance, "GET", "/api/status")[0] == 200)
+
+
+def test_failed_logins_from_other_addresses_never_lock_the_local_admin_out(appliance):
+    """55 wrong passwords from 11 addresses used to trip a global cap of 50: the admin then got 429."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for host in range(2, 13):
+        for _ in range(5):
+            status, _, _ = _request(appliance, "POST", "/admin/login", b"password=guess", form,
+                                    source=f"127.0.0.{host}")
+            assert status in (401, 429)
+    assert _login_cookie(appliance)  # the local screen's admin gets in at once
+    with Journal(appliance.config.journal.path, readonly=True) as journal:
+        failed = journal.query(kind="login_failed", limit=None)
+        assert 0 < len(failed) <= 20 and {r["payload"]["client"] for r in failed} >= {"127.0.0.2"}
+        assert journal.query(kind="admin_login", limit=1)
+
+
+def test_logout_needs_the_session_csrf_token(appliance):
+    import re
+
+    cookie = _login_cookie(appliance)
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+    status, _, _ = _request(appliance, "POST", "/admin/logout", b"", form)  # a forged cross-site logout
+    assert status == 403
+    status, _, page = _request(appliance, "GET", "/admin", headers={"Cookie": cookie})
+    assert status == 200  # still logged in
+    token = re.search(rb"action='/admin/logout'><input type=hidden name=csrf value='([^']+)'", page).group(1)
+    status, _, _ = _request(appliance, "POST", "/admin/logout", b"csrf=" + token, form)
+    assert status == 303
+    assert _request(appliance, "GET", "/admin", headers={"Cookie": cookie})[0] == 303
