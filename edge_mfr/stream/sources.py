@@ -45,6 +45,9 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://"
 # --------------------------------------------------------------------------------------------- Pi camera
 
 
+READ_TIMEOUT_S = 3.0  # a camera read that takes longer is a lost camera (reopened), never a hung loop
+
+
 class Picamera2Source(_Base):
     """The Raspberry Pi camera through picamera2 (libcamera), main + lores streams.
 
@@ -61,7 +64,8 @@ class Picamera2Source(_Base):
 
     def __init__(self, camera_num: int = 0, size: tuple[int, int] = (1280, 720),
                  lores_size: tuple[int, int] | None = (320, 180), fps: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, read_timeout_s: float = READ_TIMEOUT_S):
+        self.read_timeout_s = read_timeout_s
         self.camera_num = camera_num
         self.size = size
         self.lores_size = lores_size
@@ -101,11 +105,21 @@ class Picamera2Source(_Base):
         self._cam = cam
         self._index = 0
 
+    def _capture_request(self) -> Any:
+        """capture_request with a timeout (picamera2's ``wait``, TimeoutError when it passes); picamera2
+        releases older than 0.3.13 have no ``wait`` and block as before."""
+        try:
+            return self._cam.capture_request(wait=self.read_timeout_s)
+        except TypeError as exc:
+            if "wait" not in str(exc):
+                raise
+            return self._cam.capture_request()
+
     def read(self) -> Frame | None:
         if self._cam is None:
             self.open()
         try:
-            request = self._cam.capture_request()
+            request = self._capture_request()
         except Exception as exc:
             self.close()
             raise SourceUnavailable(f"{self.name}: capture failed ({type(exc).__name__}: {exc})") from None

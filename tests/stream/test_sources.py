@@ -3,8 +3,10 @@ backend off a Pi (and with a stand-in picamera2 module that follows its document
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -443,3 +445,47 @@ def test_missing_usb_camera_is_retryable_and_retried(tmp_path):
     with pytest.raises(SourceUnavailable, match="gave up after 4 retries"):
         src.read()
     assert fake.sleeps == [1, 2, 4, 8] and kinds == ["source_lost"] * 4
+
+
+class _StalledPicamera2(_FakePicamera2):
+    """A camera whose frames stop: capture_request waits forever unless given picamera2's ``wait``."""
+
+    gate = threading.Event()
+
+    def capture_request(self, wait=None):
+        if wait is None:
+            self.gate.wait()
+            raise RuntimeError("released by the test")
+        raise TimeoutError(f"no frame within {wait} s")
+
+
+def test_a_stalled_pi_camera_read_times_out(monkeypatch):
+    """Issue 16 item 8: camera reads need a timeout, so a stalled camera is reopened, not waited on."""
+    fake = types.ModuleType("picamera2")
+    fake.Picamera2 = _StalledPicamera2
+    monkeypatch.setitem(sys.modules, "picamera2", fake)
+    src = Picamera2Source(camera_num=0, size=(1280, 720), lores_size=(320, 180))
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            src.read()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    _StalledPicamera2.gate.set()  # frees the old code's blocked read
+    assert outcome and isinstance(outcome[0], SourceUnavailable) and "no frame within" in str(outcome[0])
+    assert _StalledPicamera2.instances[-1].closed
+
+
+def test_edge_mfr_bounds_opencv_reads_before_cv2_loads():
+    code = ("import sys, edge_mfr, os; assert 'cv2' not in sys.modules; "
+            "print(os.environ['OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT'], os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3", "64000000"]
