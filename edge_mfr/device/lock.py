@@ -687,6 +687,13 @@ def _relock_on_delivery(lock_bank: _Closable, signals: Iterable[int]) -> None:
     _SIGNAL_RELOCK.install(lock_bank, signals)
 
 
+def _close_quietly(target: _Closable) -> None:
+    try:
+        target.close()
+    except Exception:
+        log.exception("closing the locks on a signal failed")
+
+
 def install_signal_handlers(
     lock_bank: _Closable,
     *,
@@ -705,11 +712,16 @@ def install_signal_handlers(
     signals = tuple(signals)
     _relock_on_delivery(lock_bank, signals)
 
-
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("%s received: locking doors", signal.Signals(signum).name)
+        # The handler runs between two bytecodes of the main thread, which may hold a lock close() needs
+        # (an Event's condition inside watchdog_feed deadlocked a SIGTERM): relays off without any lock
+        # first, then close() on a helper thread, waited for a bounded time.
         with contextlib.suppress(Exception):
-            lock_bank.close()
+            getattr(lock_bank, "stop_now", lambda: None)()
+        closer = threading.Thread(target=_close_quietly, args=(lock_bank,), name="signal-close", daemon=True)
+        closer.start()
+        closer.join(_CLOSE_JOIN_S)
         if then is not None:
             then(signum)
         else:

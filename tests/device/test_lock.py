@@ -577,3 +577,34 @@ def test_sigterm_relocks_while_the_main_thread_is_blocked_in_c(tmp_path):
         server.close()
         out, err = proc.communicate(timeout=60)
     assert "unblocked" not in out and proc.returncode == 0, err
+
+
+HELD_LOCK_CHILD = textwrap.dedent(
+    """
+    import signal
+    from gpiozero.pins.mock import MockFactory
+    from edge_mfr.device.lock import DoorConfig, LockBank, install_signal_handlers
+
+    factory = MockFactory()
+    bank = LockBank([DoorConfig("front", 17, unlock_seconds=60, max_unlock_seconds=60)], factory)
+    seen = []
+    install_signal_handlers(bank, signals=(signal.SIGUSR1,), then=seen.append)
+    bank["front"].unlock("test")
+    with bank["front"]._wake._cond:  # where watchdog_feed's Event.set() is when a signal lands
+        signal.raise_signal(signal.SIGUSR1)  # the Python handler runs here, inside the held lock
+        print("handler returned", seen, "relay", factory.pin(17).state, flush=True)
+    """
+)
+
+
+def test_a_signal_landing_inside_a_held_lock_still_relocks_and_returns(tmp_path):
+    """SIGTERM during watchdog_feed deadlocked: the handler's close() waited for a lock the main thread held."""
+    script = tmp_path / "child.py"
+    script.write_text(HELD_LOCK_CHILD)
+    try:
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    except subprocess.TimeoutExpired:
+        pytest.fail("the signal handler deadlocked")
+    assert proc.returncode == 0, proc.stderr
+    assert f"handler returned [{int(signal.SIGUSR1)}] relay False" in proc.stdout, proc.stdout + proc.stderr

@@ -539,6 +539,8 @@ def test_connections_beyond_the_handler_limit_are_closed_not_queued(appliance):
 
 def test_failed_logins_from_other_addresses_never_lock_the_local_admin_out(appliance):
     """55 wrong passwords from 11 addresses used to trip a global cap of 50: the admin then got 429."""
+    from edge_mfr.device.journal import NOISE_PER_WINDOW
+
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     for host in range(2, 13):
         for _ in range(5):
@@ -548,7 +550,9 @@ def test_failed_logins_from_other_addresses_never_lock_the_local_admin_out(appli
     assert _login_cookie(appliance)  # the local screen's admin gets in at once
     with Journal(appliance.config.journal.path, readonly=True) as journal:
         failed = journal.query(kind="login_failed", limit=None)
-        assert 0 < len(failed) <= 20 and {r["payload"]["client"] for r in failed} >= {"127.0.0.2"}
+        # rate-limited: at most NOISE_PER_WINDOW a minute (these 55 may straddle two windows)
+        assert 0 < len(failed) <= 2 * NOISE_PER_WINDOW < 55 and {r["payload"]["client"] for r in failed} >= {
+            "127.0.0.2"}
         assert journal.query(kind="admin_login", limit=1)
 
 
