@@ -280,7 +280,7 @@ class ImageFolderSource(_Base):
             raise InputNotFoundError(f"{self.folder}: no such file or folder")
         self.paths = [self.folder] if self.folder.is_file() else list_images(self.folder)
         if not self.paths:
-            raise SourceError(f"{self.folder}: no images found (.jpg, .png, .bmp, .webp, .tif)")
+            raise SourceError(f"{self.folder}: no images found (.jpg, .jpeg, .png, .bmp, .webp)")
         self._pos = self._index = 0
         self._opened = True
 
