@@ -427,8 +427,8 @@ class Appliance:
         embedded: set[int] = set()
         if todo:
             analyzed = self.pipeline.analyze_faces(frame.image, [faces[i] for i, _ in todo])
-            idents = self.identifier.identify(analyzed,
-                                              lambda masked: self.pipeline.masked_embeddings(frame.image, masked))
+            idents = self.identifier.identify(
+                analyzed, lambda fs, masked, extra: self.pipeline.embed_for_identity(frame.image, fs, masked, extra))
             for (_, track), ident in zip(todo, idents, strict=True):
                 track.add_identification(ident, index)
                 self._scores[track.id] = float(ident.decision.score)

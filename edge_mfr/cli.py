@@ -151,7 +151,8 @@ def _identify_records(pipeline, identifier, image, faces, records) -> list | Non
     if identifier is None:
         return None
     ids = (identifier.identify(pipeline.analyze_faces(image, faces),
-                               lambda masked: pipeline.masked_embeddings(image, masked)) if faces else [])
+                               lambda fs, masked, extra: pipeline.embed_for_identity(image, fs, masked, extra))
+           if faces else [])
     for r, i in zip(records, ids, strict=True):
         r["identity"] = {"person_id": i.decision.person_id, "name": i.name, "score": round(i.decision.score, 4),
                          "margin": round(i.decision.margin, 4), "masked": i.masked,

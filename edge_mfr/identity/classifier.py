@@ -126,13 +126,30 @@ class IdentityClassifier:
         e = self._probe(embeddings)
         n = len(next(iter(e.values())))
         masked = np.broadcast_to(np.asarray(masked, dtype=bool), (n,))
-        return self.fusion.fuse({name: self._similarity(e[name], self._templates[name], masked)
-                                 for name in self.fusion.embedders}, masked)
+        primary = self.fusion.embedders[0]
+        own = self._similarity(e[primary], self._templates[primary], masked)
+        full = self.complete_rows(e)
+        if not full.any():
+            return own
+        scores = {name: self._similarity(np.nan_to_num(e[name]), self._templates[name], masked)
+                  for name in self.fusion.embedders}
+        return np.where(full[:, None], self.fusion.fuse(scores, masked), own).astype(np.float32)
+
+    def primary_similarity(self, embeddings: np.ndarray, masked: np.ndarray | list[bool]) -> np.ndarray:
+        """(n, people) scores of the primary embedder alone (the cascade's first look; a plain cosine)."""
+        e = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+        masked = np.broadcast_to(np.asarray(masked, dtype=bool), (len(e),))
+        return self._similarity(e, self._templates[self.fusion.embedders[0]], masked)
+
+    def complete_rows(self, e: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(n,) True where every embedder embedded the face; the cascade leaves NaN rows for the others."""
+        rows = [~np.isnan(e[name]).any(axis=1) for name in self.fusion.embedders]
+        return np.logical_and.reduce(rows)
 
     def _probe(self, embeddings: Embeddings) -> dict[str, np.ndarray]:
         e = _as_mapping(embeddings)
-        if SINGLE in e and len(self.fusion.embedders) == 1:
-            e = {self.fusion.embedders[0]: e[SINGLE]}
+        if len(self.fusion.embedders) == 1 and len(e) == 1:  # one embedder: its name does not matter
+            e = {self.fusion.embedders[0]: next(iter(e.values()))}
         missing = [n for n in self.fusion.embedders if n not in e]
         if missing:
             raise ValueError(f"probe embeddings lack {', '.join(missing)}")
@@ -160,8 +177,10 @@ class IdentityClassifier:
         masked = np.broadcast_to(np.asarray(masked, dtype=bool), (len(sims),))
         if self._svm_w is None:
             return sims
-        svm = self._joined(e) @ self._svm_w.T + self._svm_b
-        return np.where(masked[:, None], sims, svm)
+        # Rows scored by the primary alone (cascade) are ranked by that similarity, not the joint SVM.
+        svm = np.nan_to_num(self._joined(e)) @ self._svm_w.T + self._svm_b
+        use_svm = ~masked & self.complete_rows(e)
+        return np.where(use_svm[:, None], svm, sims)
 
     def decide(self, embeddings: Embeddings, masked: np.ndarray | list[bool]) -> list[Decision]:
         """Accept or reject each probe; ``masked`` picks the scoring rule and threshold per face."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_mfr.errors import EnrollmentError, ImageError, InputNotFoundError
 from edge_mfr.identity.gallery import Gallery, TemplateMeta, source_label, validate_name
-from edge_mfr.vision.align import alignment_matrix, transform_points
+from edge_mfr.vision.align import align_face, alignment_matrix, transform_points
 from edge_mfr.vision.imageio import is_image_path, read_image
 from edge_mfr.vision.pipeline import FacePipeline
 from edge_mfr.vision.quality import QualityLimits, assess
@@ -47,6 +47,9 @@ class Candidate:
     crop_keypoints: np.ndarray
     embedding: np.ndarray
     quality: float
+    # template name -> (crop, its keypoints) for the extra embedders' alignments (cut from the frame, not
+    # from ``crop``: re-sampling a crop twice blurs it).
+    other_crops: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,6 +59,8 @@ class EnrollmentResult:
     kept: list[Candidate] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 512), np.float32))
+    # extra embedder name -> rows, one per row of ``embeddings`` (the same templates seen by that embedder)
+    extra_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     metas: list[TemplateMeta] = field(default_factory=list)
     crops: list[np.ndarray | None] = field(default_factory=list)
 
@@ -140,7 +145,11 @@ def collect_candidates(pipeline: FacePipeline, inputs: Iterable[tuple[str, Calla
             result.dropped.append((label, "; ".join(problems)))
             continue
         crop_kps = transform_points(face.keypoints, alignment_matrix(face))
-        candidates.append(Candidate(label, analyzed.crop, crop_kps, analyzed.embedding, quality.overall))
+        others = {}
+        for template in {e.template for e in pipeline.extra_embedders}:
+            others[template] = (align_face(image, face, template=template),
+                                transform_points(face.keypoints, alignment_matrix(face, template=template)))
+        candidates.append(Candidate(label, analyzed.crop, crop_kps, analyzed.embedding, quality.overall, others))
     return candidates
 
 
@@ -185,6 +194,15 @@ def build_templates(pipeline: FacePipeline, kept: list[Candidate], options: Enro
             result.crops.append(None)
     result.kept = kept
     result.embeddings = np.asarray(embeddings, dtype=np.float32).reshape(-1, pipeline.embedder.dim)
+    for emb in pipeline.extra_embedders:
+        rows = []
+        for cand in kept:
+            crop, kps = cand.other_crops[emb.template]
+            rows.append(crop)
+            if options.synthetic_masks:
+                rng = np.random.default_rng(zlib.crc32(cand.source.encode()))  # the same masks as above
+                rows += [render_mask(crop, kps, style, rng) for style in options.mask_styles]
+        result.extra_embeddings[emb.name] = emb.embed(np.stack(rows)).reshape(-1, emb.dim)
 
 
 def prepare_enrollment(pipeline: FacePipeline, paths: Iterable[Path | str], options: EnrollOptions | None = None,

@@ -40,6 +40,10 @@ class Fusion:
     weights: dict[str, float]
     sha256: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Cascade bounds on the primary's own score for faces judged bare: at or above ``accept`` (with the
+    # margin) or below ``reject`` the extra embedders cannot change the outcome and are not run. None: run
+    # them on every face.
+    cascade: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.embedders:
@@ -78,7 +82,7 @@ class Fusion:
         return {"format": FUSION_FORMAT, "embedders": list(self.embedders), "sha256": self.sha256,
                 "weights": self.weights,
                 "stats": {k: {n: {"mean": m, "std": s} for n, (m, s) in v.items()} for k, v in self.stats.items()},
-                "provenance": self.provenance}
+                "cascade": self.cascade, "provenance": self.provenance}
 
     def save(self, path: Path) -> None:
         """Atomic write (a reader never sees half a file)."""
@@ -117,10 +121,20 @@ class Fusion:
                 if raw["sha256"].get(name) != sha:
                     raise ModelError(f"{path}: fitted on another version of {name} (run `make fusion`)")
             stats = {k: {n: (float(v["mean"]), float(v["std"])) for n, v in raw["stats"][k].items()} for k in KINDS}
+            cascade = raw.get("cascade")
+            if cascade is not None:
+                cascade = {"accept": float(cascade["accept"]), "reject": float(cascade["reject"])}
             return cls(names, stats, {n: float(w) for n, w in raw["weights"].items()}, dict(raw["sha256"]),
-                       dict(raw.get("provenance", {})))
+                       dict(raw.get("provenance", {})), cascade)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{path}: not valid fusion statistics ({exc})") from None
+
+
+def load_fusion(embedders: Sequence[tuple[str, str]], models_dir: Path | None = None) -> Fusion:
+    """The fusion for the pipeline's embedders ((name, sha256), primary first) from ``<models>/fusion.json``."""
+    from edge_mfr.vision.runtime import default_models_dir
+
+    return Fusion.load(Path(models_dir or default_models_dir()) / FUSION_NAME, embedders)
 
 
 def fit_stats(stranger_scores: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, dict[str, tuple[float, float]]]:

@@ -18,6 +18,32 @@ from edge_mfr.identity.svm import cache_path as svm_cache_path
 from edge_mfr.vision.mask_status import MaskStatusClassifier
 from edge_mfr.vision.pipeline import AnalyzedFace
 
+# (faces, judged masked, run the extra embedders) -> embedder name -> rows: FacePipeline.embed_for_identity
+# bound to the frame the faces came from.
+EmbedForIdentity = Callable[[list[AnalyzedFace], np.ndarray, np.ndarray], dict[str, np.ndarray]]
+
+
+def needs_extras(classifier: IdentityClassifier, primary: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """(n,) True for faces the extra embedders could decide differently (the cascade of issue 11).
+
+    Faces judged masked always; a bare face only when the primary's own score is neither a clear accept
+    (at or above the fusion's ``accept`` bound, ahead of the runner-up by the margin) nor a clear reject
+    (below ``reject``). One embedder: never. A fusion without cascade bounds: always.
+    """
+    masked = np.asarray(masked, dtype=bool)
+    fusion = classifier.fusion
+    if len(fusion.embedders) == 1 or not len(classifier):
+        return np.zeros(len(masked), bool)
+    if fusion.cascade is None:
+        return np.ones(len(masked), bool)
+    sims = classifier.primary_similarity(primary, masked)
+    top = np.sort(sims, axis=1)
+    best = top[:, -1]
+    lead = best - top[:, -2] if top.shape[1] > 1 else np.full(len(best), 1.0)
+    clear_accept = (best >= fusion.cascade["accept"]) & (lead >= classifier.thresholds.margin)
+    clear_reject = best < fusion.cascade["reject"]
+    return masked | ~(clear_accept | clear_reject)
+
 
 @dataclass(frozen=True)
 class Identification:
@@ -48,11 +74,10 @@ class Identifier:
         return cls(gallery, MaskStatusClassifier.load(models_dir, embedder_sha256), thresholds,
                    svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process)
 
-    def identify(self, faces: list[AnalyzedFace],
-                 embed_masked: Callable[[list[AnalyzedFace]], np.ndarray] | None = None) -> list[Identification]:
-        """Mask status from the usual embedding; faces judged masked are then matched by the embedding
-        of their eyes-and-nose aligned crop when ``embed_masked`` (FacePipeline.masked_embeddings on the frame)
-        is given.
+    def identify(self, faces: list[AnalyzedFace], embed: EmbedForIdentity | None = None) -> list[Identification]:
+        """Mask status from the primary embedding, then the embeddings that identify each face from ``embed``
+        (FacePipeline.embed_for_identity on the frame: masked faces re-aligned on eyes and nose, the extra
+        embedders only where the cascade needs them). Without ``embed`` the primary embeddings decide alone.
         """
         if not faces:
             return []
@@ -61,12 +86,14 @@ class Identifier:
 
         mask_values = self.mask_status.decision(features(embeddings, [f.crop for f in faces]))
         masked = mask_values > 0
-        if embed_masked is not None and masked.any():
-            idx = np.flatnonzero(masked)
-            embeddings = embeddings.copy()
-            embeddings[idx] = embed_masked([faces[i] for i in idx])
+        primary = self.classifier.fusion.embedders[0]
+        if embed is None:
+            e = {name: np.full((len(faces), 1), np.nan, np.float32) for name in self.classifier.fusion.embedders}
+            e[primary] = embeddings
+        else:
+            e = embed(faces, masked, needs_extras(self.classifier, embeddings, masked))
         out = []
-        for d, m, v in zip(self.classifier.decide(embeddings, masked), masked, mask_values, strict=True):
+        for d, m, v in zip(self.classifier.decide(e, masked), masked, mask_values, strict=True):
             person = self._people.get(d.person_id) if d.person_id else None
             out.append(Identification(d, person.name if person else None, bool(m), float(v),
                                       bool(person is not None and person.allowed)))

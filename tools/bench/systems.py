@@ -289,9 +289,9 @@ class EdgeMfr:
         analyzed = self.pipeline.analyze_faces(image, faces)
         e = np.stack([a.embedding for a in analyzed])
         masked = self.mask_status.decision(features(e, [a.crop for a in analyzed])) > 0
-        if masked.any():  # as Identifier.identify: masked faces are matched by their eyes-and-nose crop
-            e[masked] = self.pipeline.masked_embeddings(image, [a for a, m in zip(analyzed, masked, strict=True) if m])
-        return [d.person_id for d in self.classifier.decide(e, masked)]
+        # The same rule as Identifier.identify: masked faces are matched by their eyes-and-nose crop.
+        return [d.person_id for d in self.classifier.decide(self.pipeline.embed_for_identity(image, analyzed, masked),
+                                                            masked)]
 
 
 def load_system(name: str, threads: int):
