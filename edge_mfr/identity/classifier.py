@@ -148,8 +148,8 @@ class IdentityClassifier:
 
     def _probe(self, embeddings: Embeddings) -> dict[str, np.ndarray]:
         e = _as_mapping(embeddings)
-        if len(self.fusion.embedders) == 1 and len(e) == 1:  # one embedder: its name does not matter
-            e = {self.fusion.embedders[0]: next(iter(e.values()))}
+        if len(self.fusion.embedders) == 1 and self.fusion.embedders[0] not in e:
+            e = {self.fusion.embedders[0]: next(iter(e.values()))}  # one embedder: the first (primary) rows
         missing = [n for n in self.fusion.embedders if n not in e]
         if missing:
             raise ValueError(f"probe embeddings lack {', '.join(missing)}")

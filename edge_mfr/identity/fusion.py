@@ -44,6 +44,8 @@ class Fusion:
     # margin) or below ``reject`` the extra embedders cannot change the outcome and are not run. None: run
     # them on every face.
     cascade: dict[str, float] | None = None
+    # The fused scores' operating point, calibrated with the statistics (tools/fit_fusion.py); None: Thresholds()
+    thresholds: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.embedders:
@@ -82,7 +84,7 @@ class Fusion:
         return {"format": FUSION_FORMAT, "embedders": list(self.embedders), "sha256": self.sha256,
                 "weights": self.weights,
                 "stats": {k: {n: {"mean": m, "std": s} for n, (m, s) in v.items()} for k, v in self.stats.items()},
-                "cascade": self.cascade, "provenance": self.provenance}
+                "cascade": self.cascade, "thresholds": self.thresholds, "provenance": self.provenance}
 
     def save(self, path: Path) -> None:
         """Atomic write (a reader never sees half a file)."""
@@ -124,8 +126,11 @@ class Fusion:
             cascade = raw.get("cascade")
             if cascade is not None:
                 cascade = {"accept": float(cascade["accept"]), "reject": float(cascade["reject"])}
+            thresholds = raw.get("thresholds")
+            if thresholds is not None:
+                thresholds = {k: float(thresholds[k]) for k in ("unmasked", "masked", "margin")}
             return cls(names, stats, {n: float(w) for n, w in raw["weights"].items()}, dict(raw["sha256"]),
-                       dict(raw.get("provenance", {})), cascade)
+                       dict(raw.get("provenance", {})), cascade, thresholds)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{path}: not valid fusion statistics ({exc})") from None
 

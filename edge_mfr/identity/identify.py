@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_mfr.identity.classifier import Decision, IdentityClassifier, Thresholds
+from edge_mfr.identity.fusion import Fusion, load_fusion
 from edge_mfr.identity.gallery import Gallery
 from edge_mfr.identity.svm import cache_path as svm_cache_path
 from edge_mfr.vision.mask_status import MaskStatusClassifier
@@ -56,23 +57,38 @@ class Identification:
 
 class Identifier:
     def __init__(self, gallery: Gallery, mask_status: MaskStatusClassifier, thresholds: Thresholds | None = None,
-                 svm_cache: Path | None = None, out_of_process: bool = False):
+                 svm_cache: Path | None = None, out_of_process: bool = False, fusion: Fusion | None = None):
+        """``fusion``: how the embedders' scores combine (None: the gallery's primary embedder alone);
+        ``thresholds`` None: the fusion's calibrated operating point, or Thresholds() for one embedder.
+        """
         self.gallery = gallery
         self.mask_status = mask_status
         x, labels, metas = gallery.matrix()
+        if thresholds is None and fusion is not None and fusion.thresholds is not None:
+            thresholds = Thresholds(**fusion.thresholds)
         self.classifier = IdentityClassifier(thresholds)
+        if fusion is not None and len(fusion.embedders) > 1:
+            self.classifier.fusion = fusion  # also for an empty gallery: the cascade reads it
         if len(x):
-            self.classifier.fit(x, labels, np.array([m.synthetic for m in metas], dtype=bool), svm_cache=svm_cache,
-                                out_of_process=out_of_process)
+            rows = {fusion.embedders[0]: x, **gallery.extra_matrices()} if fusion else {"embedding": x}
+            self.classifier.fit(rows, labels, np.array([m.synthetic for m in metas], dtype=bool), svm_cache=svm_cache,
+                                out_of_process=out_of_process, fusion=fusion)
         self._people = {p.person_id: p for p in gallery.people}
 
     @classmethod
-    def from_files(cls, gallery_path: Path, embedder_sha256: str, models_dir: Path | None = None,
+    def from_files(cls, gallery_path: Path, embedders: str | list[tuple[str, str]], models_dir: Path | None = None,
                    thresholds: Thresholds | None = None, out_of_process: bool = False) -> Identifier:
-        """Load the gallery and mask model; the SVM weights come from (or refresh) ``<gallery>.svm.npz``."""
-        gallery = Gallery.load(gallery_path, embedder_sha256, with_crops=False)
-        return cls(gallery, MaskStatusClassifier.load(models_dir, embedder_sha256), thresholds,
-                   svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process)
+        """Load the gallery, mask model and fusion; the SVM weights come from (or refresh) ``<gallery>.svm.npz``.
+
+        ``embedders``: (name, sha256) of every embedder, primary first (FacePipeline.embedder_ids), or the
+        primary's sha256 alone. A gallery made for another set is refused with what to do about it.
+        """
+        ids = [("embedding", embedders)] if isinstance(embedders, str) else list(embedders)
+        primary_sha = ids[0][1]
+        gallery = Gallery.load(gallery_path, primary_sha, with_crops=False, extra_models=ids[1:])
+        fusion = load_fusion(ids, models_dir) if len(ids) > 1 else None
+        return cls(gallery, MaskStatusClassifier.load(models_dir, primary_sha), thresholds,
+                   svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process, fusion=fusion)
 
     def identify(self, faces: list[AnalyzedFace], embed: EmbedForIdentity | None = None) -> list[Identification]:
         """Mask status from the primary embedding, then the embeddings that identify each face from ``embed``

@@ -16,6 +16,10 @@ from edge_mfr.errors import ModelError
 from edge_mfr.vision.align import DEFAULT_TEMPLATE, template_points
 from edge_mfr.vision.runtime import TFLiteModel, load_model
 
+# The best set measured (README, "fused recognition"): FaceNet first (mask status and enrollment checks run
+# on it), then the two ArcFace-style embedders of issue 11. `recognition.embedders` in the config overrides it.
+DEFAULT_EMBEDDERS = ("facenet_int8.tflite", "fr_feature_dynamic.tflite", "mobilefacenet.tflite")
+
 
 class Embedder:
     """Batch-friendly embedder for one model file.

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge_mfr.vision.align import align_face
 from edge_mfr.vision.detector import BlazeFaceDetector, Detector
-from edge_mfr.vision.embedder import Embedder
+from edge_mfr.vision.embedder import DEFAULT_EMBEDDERS, Embedder
 from edge_mfr.vision.faces import detect_faces
 from edge_mfr.vision.types import Face
 
@@ -57,8 +57,8 @@ class FacePipeline:
     """Detector + aligner + embedders, loaded once.
 
     ``embedders``: model file names, the primary (FaceNet: mask status and enrollment checks run on it)
-    first; None means the manifest's default embedder alone. The others are run only when asked
-    (embed_for_identity), because clear bare faces are decided on the primary alone.
+    first; None means embedder.DEFAULT_EMBEDDERS. The others are run only when asked (embed_for_identity,
+    enrollment), because clear bare faces are decided on the primary alone.
     """
 
     def __init__(self, detector: str | Detector = "blazeface", num_threads: int = 1,
@@ -68,7 +68,7 @@ class FacePipeline:
         self.embedder: Embedder | None = None
         self.extra_embedders: list[Embedder] = []
         if embed:
-            names = list(embedders or [None])
+            names = list(embedders or DEFAULT_EMBEDDERS)
             self.embedder = Embedder(num_threads=num_threads, models_dir=models_dir, name=names[0])
             self.extra_embedders = [Embedder(num_threads=num_threads, models_dir=models_dir, name=n)
                                     for n in names[1:]]
