@@ -409,14 +409,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise InputNotFoundError(f"{source}: no such video file")
         threads = int(str(args.threads).split(",")[0])
         gallery = Path(args.gallery) if args.gallery else None
-        report = run_stream_bench(source, threads=threads, gallery=gallery, viewer=args.viewer)
+        report = run_stream_bench(source, threads=threads, gallery=gallery, viewer=args.viewer,
+                                  embedders=_embedders(args))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
         print(report["table"])
         return 0
 
     report = run_bench(detector=args.detector, threads=args.threads, iterations=args.iterations,
-                       models_dir=args.models, image_path=args.image)
+                       models_dir=args.models, image_path=args.image, embedders=_embedders(args))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     print(report["table"])

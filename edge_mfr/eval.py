@@ -182,6 +182,8 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
     if not labels:
         raise EdgeMfrError("nobody could be enrolled from the given subsets")
     fusion = load_fusion(pipeline.embedder_ids, models_dir)
+    if thresholds is None and fusion.thresholds is not None:  # as the daemon: the set's calibrated point
+        thresholds = Thresholds(**fusion.thresholds)
     classifier = IdentityClassifier(thresholds).fit({n: np.concatenate(t) for n, t in templates.items()},
                                                     np.array(labels), np.array(synthetic), fusion=fusion)
 

@@ -261,7 +261,8 @@ class EdgeMfr:
         from edge_mfr.vision.mask_status import MaskStatusClassifier
         from edge_mfr.vision.pipeline import FacePipeline
 
-        self.pipeline = FacePipeline("blazeface", num_threads=threads)
+        # FaceNet alone: the peer bench's protocol enrolls with one embedder (fused enrollment: issue 11 follow-up)
+        self.pipeline = FacePipeline("blazeface", num_threads=threads, embedders=["facenet_int8.tflite"])
         self.mask_status = MaskStatusClassifier.load()
         self.classifier = None
 
