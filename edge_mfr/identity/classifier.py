@@ -178,8 +178,10 @@ class IdentityClassifier:
         if self._svm_w is None:
             return sims
         # Rows scored by the primary alone (cascade) are ranked by that similarity, not the joint SVM.
-        svm = np.nan_to_num(self._joined(e)) @ self._svm_w.T + self._svm_b
         use_svm = ~masked & self.complete_rows(e)
+        if not use_svm.any():
+            return sims
+        svm = np.nan_to_num(self._joined(e)) @ self._svm_w.T + self._svm_b
         return np.where(use_svm[:, None], svm, sims)
 
     def decide(self, embeddings: Embeddings, masked: np.ndarray | list[bool]) -> list[Decision]:

@@ -95,3 +95,12 @@ def test_cascade_runs_the_extras_only_where_they_can_change_the_outcome():
     assert needs_extras(clf, e, masked).tolist() == [False, False, True, True, True]
     single = IdentityClassifier().fit(np.eye(4, dtype=np.float32)[[0, 1]], np.array(["p", "q"]))
     assert not needs_extras(single, e, masked).any()
+
+
+def test_without_extra_embeddings_every_face_is_decided_by_the_primary():
+    """Identifier.identify without an embed function: the fused classifier falls back to FaceNet's own rules."""
+    clf = _classifier()
+    e = {"A": np.array([[0.9, 0.1, 0, 0], [0.2, 0.1, 0, 0]], np.float32), "B": np.full((2, 1), np.nan, np.float32)}
+    decisions = clf.decide(e, [False, False])
+    assert [d.person_id for d in decisions] == ["p", None]
+    assert decisions[0].score == pytest.approx(0.9)
