@@ -94,6 +94,7 @@ class Stats:
     frames: int = 0
     faces: int = 0
     embeddings: int = 0
+    extra_embeddings: int = 0  # faces the cascade also gave to the extra embedders
     unlocks: int = 0
     denials: int = 0
     started_at: float | None = None  # clock() at the first processed frame
@@ -431,8 +432,11 @@ class Appliance:
         embedded: set[int] = set()
         if todo:
             analyzed = self.pipeline.analyze_faces(frame.image, [faces[i] for i, _ in todo])
-            idents = self.identifier.identify(
-                analyzed, lambda fs, masked, extra: self.pipeline.embed_for_identity(frame.image, fs, masked, extra))
+            def embed(fs: list, masked: Any, extra: Any) -> dict[str, Any]:
+                self.stats.extra_embeddings += int(sum(bool(x) for x in extra))
+                return self.pipeline.embed_for_identity(frame.image, fs, masked, extra)
+
+            idents = self.identifier.identify(analyzed, embed)
             for (_, track), ident in zip(todo, idents, strict=True):
                 track.add_identification(ident, index)
                 self._scores[track.id] = float(ident.decision.score)
