@@ -354,6 +354,8 @@ class Gallery:
         todo = ("run `edge-mfr people reembed` to re-embed the kept face crops with the current embedders"
                 if self.keep_crops else
                 "it kept no face crops, so re-enroll everyone (`edge-mfr enroll`) into a new gallery")
+        if not have:
+            todo += " (or keep using it with FaceNet alone: --embedders / recognition.embedders with only FaceNet)"
         raise GalleryModelMismatch(f"{path}: made with extra embedders {made} but recognition.embedders needs "
                                    f"{names}; {todo}")
 
