@@ -49,11 +49,11 @@ help:
 	.venv/bin/python -m pip install -q -e '.[demo]'
 	touch $@
 
-.venv/.test: pyproject.toml tools/requirements-host.txt tools/bench/requirements.txt
+.venv/.test: pyproject.toml tools/requirements-host.txt tools/requirements-onnx.txt tools/bench/requirements.txt
 	python3 -m venv .venv
 	.venv/bin/python -m pip install -q --upgrade pip
 	.venv/bin/python -m pip install -q -e '.[test,demo]' -r tools/requirements-host.txt -r tools/bench/requirements.txt
-	.venv/bin/python -m pip install -q --no-deps face_recognition==1.3.0
+	.venv/bin/python -m pip install -q --no-deps face_recognition==1.3.0 -r tools/requirements-onnx.txt
 	touch $@
 
 demo: .venv/.demo
