@@ -7,8 +7,10 @@ eyes are level, pixels scaled to [0, 1]. Points come back in frame pixels.
 
 Measured with tools/landmark_align_eval.py (MFR2 development people, 85 masked probes, eyes + nose fit):
 aligning on the mesh's eye centres and nose tip lifts masked rank-1 of the ArcFace-style embedders from
-0.706 to 0.824 (fr_feature) and 0.729 to 0.835 (MobileFaceNet), and was chosen on 19 of 20 half-splits
-of the people with a gain on the other half; for FaceNet it gained nothing (8 of 20, -0.005).
+0.706 to 0.824 (fr_feature) and 0.729 to 0.835 (MobileFaceNet); fitting masked faces on the eye corners,
+nose bridge and nose tip instead (CORNER_POINTS) lifts it further to 0.847 and 0.871. Choosing among the
+three on one half of the people and scoring the other half (20 halvings) never kept BlazeFace's points
+for these two embedders; for FaceNet the mesh gained next to nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ LEFT_EYE_CORNERS = (263, 362)  # outer, inner
 NOSE_TIP = 1
 NOSE_BRIDGE = 168
 MOUTH_CORNERS = (61, 291)  # subject's right, left
+# Masked faces align best on the eye corners, nose bridge and nose tip (tools/landmark_align_eval.py,
+# "mesh_corners"): right eye outer/inner, left eye inner/outer, bridge, tip.
+CORNER_POINTS = (33, 133, 362, 263, NOSE_BRIDGE, NOSE_TIP)
 
 
 def roi_matrix(face: Face, size: int, scale: float = ROI_SCALE) -> np.ndarray:
@@ -79,6 +84,11 @@ def five_points(mesh: np.ndarray) -> np.ndarray:
         m[MOUTH_CORNERS[0]],
         m[MOUTH_CORNERS[1]],
     ]).astype(np.float32)
+
+
+def corner_points(mesh: np.ndarray) -> np.ndarray:
+    """(6, 2) CORNER_POINTS of the mesh: what a masked face is fitted on (nothing below the nose)."""
+    return mesh[list(CORNER_POINTS), :2].astype(np.float32)
 
 
 def keypoints_like_blazeface(mesh: np.ndarray, face: Face) -> np.ndarray:

@@ -9,7 +9,13 @@ import pytest
 from edge_mfr.errors import ModelError
 from edge_mfr.vision.faces import best_face, detect_faces
 from edge_mfr.vision.imageio import read_image
-from edge_mfr.vision.landmarks import NUM_POINTS, FaceLandmarker, five_points, keypoints_like_blazeface
+from edge_mfr.vision.landmarks import (
+    NUM_POINTS,
+    FaceLandmarker,
+    corner_points,
+    five_points,
+    keypoints_like_blazeface,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +52,10 @@ def test_blazeface_order_keypoints_take_mesh_points(data_dir, short_detector, la
     assert kp.shape == face.keypoints.shape
     assert np.allclose(kp[4:], face.keypoints[4:])  # ears are the detector's
     assert np.allclose(kp[3], five_points(mesh)[3:].mean(0))
+    corners = corner_points(mesh)
+    # eye corners lie on both sides of the eye centres, the bridge between the eyes, the tip below it
+    assert corners[0, 0] < kp[0, 0] < corners[1, 0] < corners[4, 0] < corners[2, 0] < kp[1, 0] < corners[3, 0]
+    assert corners[4, 1] < corners[5, 1]
 
 
 def test_a_changed_landmark_model_is_refused(models_copy):
