@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             gains.append(confirm[pick] - confirm["blazeface"])
         report["embedders"][name] = {"all_people": full, "halvings": args.halvings,  # type: ignore[index]
                                      "chosen_on_half": chosen, "gain_on_other_half_mean": float(np.mean(gains)),
-                                     "corner_template": np.round(embedder.corner_template, 2).tolist()}
+                                     "corner_template": np.round(embedder.corner_template.astype(float), 2).tolist()}
         print(f"\n{name} (all {len(people)} people)")
         print("| alignment | masked rank-1 | masked TAR@1e-2 | masked TAR@1e-3 | unmasked rank-1 | "
               "unmasked TAR@1e-2 | unmasked TAR@1e-3 |")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {m} | {f['masked_rank1']:.3f} | {f['masked_tar_far1e-2']:.3f} | {f['masked_tar_far1e-3']:.3f} | "
                   f"{f['unmasked_rank1']:.3f} | {f['unmasked_tar_far1e-2']:.3f} | {f['unmasked_tar_far1e-3']:.3f} |")
         print(f"mesh_corners template ({embedder.size}px crop; points {CORNER_POINTS}): "
-              f"{np.round(embedder.corner_template, 2).tolist()}")
+              f"{np.round(embedder.corner_template.astype(float), 2).tolist()}")
         print(f"probes: masked {full['mesh']['masked_probes']}, unmasked {full['mesh']['unmasked_probes']}; "
               f"halvings ({args.halvings}): chosen on the first half {chosen}, mean gain of the choice over "
               f"blazeface on the other half (masked rank-1 + TAR@1e-2) {np.mean(gains):+.4f}")
