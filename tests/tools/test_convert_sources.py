@@ -187,6 +187,30 @@ def test_an_onnx_op_nothing_can_run_is_refused(tmp_path, faces, models_dir, caps
     assert "cannot" in line or "not a valid ONNX" in line
 
 
+def test_an_onnx_op_onnx2tf_lacks_is_refused_in_one_line(tmp_path, faces, models_dir, capsys):
+    """onnxruntime runs it, onnx2tf 1.29 has no CastLike: its error becomes the one line, nothing is written."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx2tf", reason="ONNX sources need onnx2tf (tools/requirements-onnx.txt)")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("CastLike", ["x", "x"], ["c"]), helper.make_node("Flatten", ["c"], ["y"])],
+        "castlike",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 768])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "castlike.onnx"
+    onnx.save(model, str(path))
+    out = models_dir / "m.tflite"
+    before = (models_dir / "manifest.json").read_text()
+    rc = run_tool(["--source", str(path), "--quant", "dynamic", *embedder_args(faces, out, count=2)])
+    line = assert_refused_cleanly(rc, 2, capsys, models_dir, before, out, "onnx2tf cannot convert this model")
+    assert "CastLike" in line
+
+
 @pytest.fixture(scope="module")
 def fr_feature(request) -> Path:
     """fr_feature.onnx, pinned: from build/models (make models) or fetched once into pytest's cache."""
