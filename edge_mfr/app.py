@@ -98,6 +98,7 @@ class Stats:
     frames: int = 0
     faces: int = 0
     embeddings: int = 0
+    extra_embeddings: int = 0  # faces the cascade also gave to the extra embedders
     unlocks: int = 0
     denials: int = 0
     started_at: float | None = None  # clock() at the first processed frame
@@ -301,7 +302,7 @@ class Appliance:
         remove_stale_temp_files(cfg.recognition.gallery)  # a killed writer's temp file may hold face crops
         self.journal = Journal.from_config(cfg)
         self.pipeline = FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
-                                     models_dir=self.models_dir)
+                                     models_dir=self.models_dir, embedders=cfg.recognition.embedders)
         self.identifier = self._load_identifier()
         self._gallery_sig = self._gallery_signature()
         for problem in getattr(self.identifier.classifier, "problems", ()):  # e.g. a damaged SVM cache, rebuilt
@@ -333,18 +334,22 @@ class Appliance:
         log.info("ready: %s, %d people enrolled, doors %s", self.source.name, people, ", ".join(self.bank.names))
 
     def _load_identifier(self) -> Any:
+        from edge_mfr.identity.enroll import extra_models
+        from edge_mfr.identity.fusion import load_fusion
         from edge_mfr.identity.gallery import Gallery
         from edge_mfr.identity.identify import Identifier
         from edge_mfr.vision.mask_status import MaskStatusClassifier
 
         path = self.config.recognition.gallery
         sha = self.pipeline.embedder.model_sha256
+        ids = self.pipeline.embedder_ids
         thresholds = self.config.recognition.thresholds
         if path.exists():
-            return Identifier.from_files(path, sha, self.models_dir, thresholds, out_of_process=True)
+            return Identifier.from_files(path, ids, self.models_dir, thresholds, out_of_process=True)
         log.warning("%s: no gallery yet, every face is unknown (enroll people with `edge-mfr enroll`)", path)
-        return Identifier(Gallery.create(sha, dim=self.pipeline.embedder.dim),
-                          MaskStatusClassifier.load(self.models_dir, sha), thresholds)
+        return Identifier(Gallery.create(sha, dim=self.pipeline.embedder.dim, extra_models=extra_models(self.pipeline)),
+                          MaskStatusClassifier.load(self.models_dir, sha), thresholds,
+                          fusion=load_fusion(ids, self.models_dir) if len(ids) > 1 else None)
 
     def _gallery_signature(self) -> tuple[int, int] | None:
         try:
@@ -449,8 +454,11 @@ class Appliance:
         embedded: set[int] = set()
         if todo:
             analyzed = self.pipeline.analyze_faces(frame.image, [faces[i] for i, _ in todo])
-            idents = self.identifier.identify(analyzed,
-                                              lambda masked: self.pipeline.masked_embeddings(frame.image, masked))
+            def embed(fs: list, masked: Any, extra: Any) -> dict[str, Any]:
+                self.stats.extra_embeddings += int(sum(bool(x) for x in extra))
+                return self.pipeline.embed_for_identity(frame.image, fs, masked, extra)
+
+            idents = self.identifier.identify(analyzed, embed)
             for (_, track), ident in zip(todo, idents, strict=True):
                 track.add_identification(ident, index)
                 self._scores[track.id] = float(ident.decision.score)

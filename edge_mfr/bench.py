@@ -37,13 +37,14 @@ def _stats(samples: list[float]) -> dict[str, float]:
     return {"median_ms": round(float(np.median(a)), 3), "p95_ms": round(float(np.percentile(a, 95)), 3)}
 
 
-def worker(detector: str, threads: int, iterations: int, models_dir: str | None, image_path: str | None) -> dict:
+def worker(detector: str, threads: int, iterations: int, models_dir: str | None, image_path: str | None,
+           embedders: list[str] | None = None) -> dict:
     """Measure one thread setting in this process (run by run_bench in a subprocess)."""
     t_start = time.perf_counter()
     from edge_mfr.vision.pipeline import FacePipeline
 
     pipeline = FacePipeline(detector=detector, num_threads=threads,
-                            models_dir=Path(models_dir) if models_dir else None)
+                            models_dir=Path(models_dir) if models_dir else None, embedders=embedders)
     t_loaded = time.perf_counter()
     if image_path:
         from edge_mfr.vision.imageio import read_image
@@ -66,21 +67,43 @@ def worker(detector: str, threads: int, iterations: int, models_dir: str | None,
     crop = faces[0].crop.astype(np.float32)
     prepared = ((crop - pipeline.embedder.mean) / pipeline.embedder.std)[None]
     detect, align, embed, frame_total, bare = [], [], [], [], []
+    # What identifying one face costs beyond align + primary embed (FacePipeline.embed_for_identity), per path:
+    # a face judged masked with the primary alone (today) or with every embedder, a bare face with every
+    # embedder (no cascade) or with the cascade deciding on the primary alone (a clear face).
+    paths = {"masked_primary": ([True], [False]), "masked_all": ([True], [True]),
+             "bare_all": ([False], [True]), "bare_cascade_clear": ([False], [False])}
+    extra_ms: dict[str, list[float]] = {k: [] for k in paths}
+    per_embedder: dict[str, list[float]] = {e.name: [] for e in pipeline.extra_embedders}
     for _ in range(iterations):
         t0 = time.perf_counter()
         found = pipeline.detect(frame, crop_kind="photo")
-        pipeline.analyze_faces(frame, found[:1])
+        analyzed = pipeline.analyze_faces(frame, found[:1])
         frame_total.append((time.perf_counter() - t0) * 1000)
         detect.append(pipeline.times.detect_ms)
         align.append(pipeline.times.align_ms)
         embed.append(pipeline.times.embed_ms)
+        for key, (masked, extra) in paths.items():
+            t0 = time.perf_counter()
+            pipeline.embed_for_identity(frame, analyzed, masked, extra)
+            extra_ms[key].append((time.perf_counter() - t0) * 1000)
+            if key == "bare_all":
+                for name in per_embedder:
+                    per_embedder[name].append(pipeline.times.extra[name])
         model.run(prepared)
         t0 = time.perf_counter()
         model.invoke_again()
         bare.append((time.perf_counter() - t0) * 1000)
 
     per_face = np.asarray(align) + np.asarray(embed)
+    face_paths = {k: _stats(list(per_face + np.asarray(v))) for k, v in extra_ms.items()}
+    today = {"bare": float(np.median(per_face)), "masked": face_paths["masked_primary"]["median_ms"]}
     return {
+        "embedders": [e.name for e in pipeline.embedders],
+        "per_face_paths": face_paths,
+        "per_embedder_ms": {pipeline.embedder.name: _stats(embed), **{k: _stats(v) for k, v in per_embedder.items()}},
+        "masked_all_over_primary": round(face_paths["masked_all"]["median_ms"] / today["masked"], 3),
+        "bare_cascade_over_primary": round(face_paths["bare_cascade_clear"]["median_ms"] / today["bare"], 3),
+        "bare_all_over_primary": round(face_paths["bare_all"]["median_ms"] / today["bare"], 3),
         "threads": threads,
         "detector": pipeline.detector.name,
         "faces_in_frame": len(faces),
@@ -107,19 +130,32 @@ def _table(results: list[dict], runtime: str) -> str:
         ("embed median / p95 (ms)", lambda r: f"{r['embed']['median_ms']:.1f} / {r['embed']['p95_ms']:.1f}"),
         ("bare FaceNet invoke (ms)", lambda r: f"{r['bare_facenet_invoke']['median_ms']:.1f}"),
         ("per face / bare invoke", lambda r: f"{r['per_face_over_bare_invoke']:.2f}x"),
+        *[(f"  embed: {name} (ms)", lambda r, n=name: f"{r['per_embedder_ms'][n]['median_ms']:.1f}")
+          for name in results[0]["per_embedder_ms"]],
+        ("bare face, primary only (ms)", lambda r: f"{r['per_face_recognition']['median_ms']:.1f}"),
+        ("bare face, cascade clear (ms)",
+         lambda r: f"{r['per_face_paths']['bare_cascade_clear']['median_ms']:.1f} "
+                   f"({r['bare_cascade_over_primary']:.2f}x)"),
+        ("bare face, all embedders (ms)",
+         lambda r: f"{r['per_face_paths']['bare_all']['median_ms']:.1f} ({r['bare_all_over_primary']:.2f}x)"),
+        ("masked face, primary only (ms)", lambda r: f"{r['per_face_paths']['masked_primary']['median_ms']:.1f}"),
+        ("masked face, all embedders (ms)",
+         lambda r: f"{r['per_face_paths']['masked_all']['median_ms']:.1f} ({r['masked_all_over_primary']:.2f}x)"),
         ("frame, 1 face (ms)", lambda r: f"{r['frame']['median_ms']:.1f}"),
         ("frames per second", lambda r: f"{r['fps']:.1f}"),
         ("peak RSS (MiB)", lambda r: f"{r['peak_rss_mib']:.0f}"),
     ]
     head = "| metric | " + " | ".join(f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}" for r in results)
-    lines = [f"edge-mfr bench ({results[0]['detector']} + FaceNet int8, {runtime}, 640x480 frame, one face)",
+    lines = [f"edge-mfr bench ({results[0]['detector']} + {' + '.join(results[0]['embedders'])}, {runtime}, "
+             "640x480 frame, one face)",
              head + " |", "|---|" + "---|" * len(results)]
     lines += [f"| {name} | " + " | ".join(fmt(r) for r in results) + " |" for name, fmt in rows]
     return "\n".join(lines)
 
 
 def run_bench(detector: str = "blazeface", threads: str = "1,2", iterations: int = 50,
-              models_dir: Path | None = None, image_path: Path | None = None) -> dict:
+              models_dir: Path | None = None, image_path: Path | None = None,
+              embedders: list[str] | None = None) -> dict:
     """Run one worker per thread count and collect a report with a Markdown table."""
     from edge_mfr.vision.runtime import runtime_name
 
@@ -129,7 +165,7 @@ def run_bench(detector: str = "blazeface", threads: str = "1,2", iterations: int
         cmd = [sys.executable, "-m", "edge_mfr.bench", json.dumps({
             "detector": detector, "threads": n, "iterations": iterations,
             "models_dir": str(models_dir) if models_dir else None,
-            "image_path": str(image_path) if image_path else None})]
+            "image_path": str(image_path) if image_path else None, "embedders": embedders})]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             from edge_mfr.errors import EdgeMfrError
@@ -155,7 +191,8 @@ def _machine() -> str:
 
 
 
-def stream_worker(source: str, reembed_every: int, threads: int, gallery: str | None) -> dict:
+def stream_worker(source: str, reembed_every: int, threads: int, gallery: str | None,
+                  embedders: list[str] | None = None) -> dict:
     """Run the real appliance loop on a video as fast as it goes (simulated GPIO); report fps and memory."""
     import tempfile
 
@@ -170,18 +207,21 @@ def stream_worker(source: str, reembed_every: int, threads: int, gallery: str | 
         if gallery:
             env["EDGE_MFR__RECOGNITION__GALLERY"] = gallery
         config = load_config(None, environ=env)
+        if embedders:
+            config.recognition.embedders = list(embedders)
         app = Appliance(config)
         t0 = time.perf_counter()
         app.run()
         elapsed = time.perf_counter() - t0
         stats = app.stats
         return {"reembed_every": reembed_every, "threads": threads, "frames": stats.frames,
-                "faces": stats.faces, "embeddings": stats.embeddings,
+                "faces": stats.faces, "embeddings": stats.embeddings, "extra_embeddings": stats.extra_embeddings,
                 "fps": round(stats.frames / elapsed, 1) if elapsed > 0 else 0.0,
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None, viewer: bool = False) -> dict:
+def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None, viewer: bool = False,
+                     embedders: list[str] | None = None) -> dict:
     """Stream fps with the tracker's embedding reuse on (default K) and off (every face, every frame)."""
     from edge_mfr.config import load_config
     from edge_mfr.errors import EdgeMfrError
@@ -190,7 +230,7 @@ def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None
     runs = []
     for label, k in (("tracker on", default_k), ("tracker off (embed every face, every frame)", 1)):
         params = {"source": str(source), "reembed_every": k, "threads": threads,
-                  "gallery": str(gallery) if gallery else None}
+                  "gallery": str(gallery) if gallery else None, "embedders": embedders}
         proc = subprocess.run([sys.executable, "-m", "edge_mfr.bench", "--stream", json.dumps(params)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
@@ -203,9 +243,10 @@ def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None
                     "tracker_speedup": round(runs[0]["fps"] / max(runs[1]["fps"], 1e-9), 2)}
     lines = [f"edge-mfr bench --source {source.name} ({threads} thread{'s' if threads > 1 else ''}, "
              "the real `edge-mfr run` loop, GPIO simulated, unpaced)",
-             "| mode | frames | faces | embeddings | fps | peak RSS (MiB) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['mode']} | {r['frames']} | {r['faces']} | {r['embeddings']} | {r['fps']:.1f} | "
-              f"{r['peak_rss_mib']:.0f} |" for r in runs]
+             "| mode | frames | faces | embeddings (+ extra embedders) | fps | peak RSS (MiB) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['mode']} | {r['frames']} | {r['faces']} | {r['embeddings']} (+{r['extra_embeddings']}) | "
+              f"{r['fps']:.1f} | {r['peak_rss_mib']:.0f} |" for r in runs]
     lines.append(f"tracker speed-up: {report['tracker_speedup']:.2f}x")
     if viewer:
         report["viewer"] = _viewer_cost(source, gallery)

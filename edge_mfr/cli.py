@@ -70,12 +70,12 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     if args.gallery and not gallery_path.exists():
         raise InputNotFoundError(f"{gallery_path}: no gallery file (enroll someone first)")
     pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models,
-                            embed=use_gallery)
+                            embed=use_gallery, embedders=_embedders(args))
     identifier = None
     if use_gallery:
         from edge_mfr.identity.identify import Identifier
 
-        identifier = Identifier.from_files(gallery_path, pipeline.embedder.model_sha256, args.models)
+        identifier = Identifier.from_files(gallery_path, pipeline.embedder_ids, args.models)
     annotate = Path(args.annotate) if args.annotate else None
     if annotate and many:
         annotate.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,8 @@ def _identify_records(pipeline, identifier, image, faces, records) -> list | Non
     if identifier is None:
         return None
     ids = (identifier.identify(pipeline.analyze_faces(image, faces),
-                               lambda masked: pipeline.masked_embeddings(image, masked)) if faces else [])
+                               lambda fs, masked, extra: pipeline.embed_for_identity(image, fs, masked, extra))
+           if faces else [])
     for r, i in zip(records, ids, strict=True):
         r["identity"] = {"person_id": i.decision.person_id, "name": i.name, "score": round(i.decision.score, 4),
                          "margin": round(i.decision.margin, 4), "masked": i.masked,
@@ -207,7 +208,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     gallery = Path(args.gallery) if args.gallery else default_gallery()
     options = EnrollOptions(synthetic_masks=not args.no_synthetic_masks, max_video_frames=args.max_frames,
                             crop_kind=args.crop_kind)
-    pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models)
+    pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models,
+                            embedders=_embedders(args))
     bar = _progress(0, f"enrolling {args.name}")
     try:
         person_id, result = enroll(gallery, args.name, args.paths, pipeline, options, add_to_existing=args.add,
@@ -216,22 +218,46 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         bar.close()
     for line in result.summary_lines():
         print(line)
-    _refresh_svm(gallery, pipeline.embedder.model_sha256, args.models)
+    _refresh_svm(gallery, pipeline.embedder_ids, args.models)
     print(f"enrolled {args.name!r} as {person_id} in {gallery}")
     return 0
 
 
-def _refresh_svm(gallery_path: Path, embedder_sha256: str | None, models_dir: Path | None) -> None:
+def _refresh_svm(gallery_path: Path, embedder_ids: list[tuple[str, str]], models_dir: Path | None) -> None:
     """Refit the persisted SVM now, so the daemon finds fresh weights instead of fitting them itself."""
     from edge_mfr.identity.classifier import IdentityClassifier
+    from edge_mfr.identity.fusion import load_fusion
     from edge_mfr.identity.gallery import Gallery
     from edge_mfr.identity.svm import cache_path
 
-    gallery = Gallery.load(gallery_path, embedder_sha256, with_crops=False)
+    gallery = Gallery.load(gallery_path, embedder_ids[0][1], with_crops=False, extra_models=embedder_ids[1:])
     x, labels, metas = gallery.matrix()
-    if len(x):
-        IdentityClassifier().fit(x, labels, np.array([m.synthetic for m in metas], dtype=bool),
-                                 svm_cache=cache_path(gallery_path))
+    if not len(x):
+        return
+    extra = gallery.extra_matrices()
+    fusion = load_fusion(embedder_ids, models_dir) if extra else None
+    rows = {(fusion.embedders[0] if fusion else "embedding"): x, **extra}
+    IdentityClassifier().fit(rows, labels, np.array([m.synthetic for m in metas], dtype=bool),
+                             svm_cache=cache_path(gallery_path), fusion=fusion)
+
+
+def _embedder_ids(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(name, sha256) of the selected embedders from the manifest, without loading any model."""
+    from edge_mfr.vision.embedder import DEFAULT_EMBEDDERS
+    from edge_mfr.vision.runtime import find_model
+
+    return [(n, find_model("embedder", args.models, n)[1].sha256) for n in _embedders(args) or DEFAULT_EMBEDDERS]
+
+
+def _embedders(args: argparse.Namespace) -> list[str] | None:
+    """--embedders, else the config file's recognition.embedders, else None (the default set)."""
+    if getattr(args, "embedders", None):
+        return [n for n in args.embedders.split(",") if n]
+    from edge_mfr.config import DEFAULT_CONFIG_PATH, load_config
+
+    if args.config is not None or DEFAULT_CONFIG_PATH.is_file():
+        return load_config(args.config).recognition.embedders
+    return None
 
 
 def cmd_people(args: argparse.Namespace) -> int:
@@ -267,10 +293,11 @@ def cmd_people(args: argparse.Namespace) -> int:
         from edge_mfr.identity.enroll import reembed
         from edge_mfr.vision.pipeline import FacePipeline
 
-        pipeline = FacePipeline(num_threads=2, models_dir=args.models)
+        pipeline = FacePipeline(num_threads=2, models_dir=args.models, embedders=_embedders(args))
         count = reembed(gallery_path, pipeline)
-        _refresh_svm(gallery_path, pipeline.embedder.model_sha256, args.models)
-        print(f"re-embedded {count} templates in {gallery_path} with the current model")
+        _refresh_svm(gallery_path, pipeline.embedder_ids, args.models)
+        names = ", ".join(e.name for e in pipeline.embedders)
+        print(f"re-embedded {count} templates in {gallery_path} with {names}")
         return 0
     with Gallery.edit(gallery_path, None, create=False) as g:
         p = g.get(args.person)
@@ -286,7 +313,7 @@ def cmd_people(args: argparse.Namespace) -> int:
             g.set_allowed(p.person_id, args.action == "allow")
             print(f"{p.person_id} ({p.name}) is now {'allowed' if args.action == 'allow' else 'denied'}")
     if args.action == "remove":
-        _refresh_svm(gallery_path, None, args.models)
+        _refresh_svm(gallery_path, _embedder_ids(args), args.models)
     return 0
 
 
@@ -299,8 +326,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputNotFoundError(f"{data_dir}: no such folder")
     subsets = [s for s in args.subsets.split(",") if s]
     strangers = [s for s in args.strangers.split(",") if s] if args.strangers else []
-    pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models)
-    report = run_eval(data_dir, subsets, strangers, pipeline)
+    pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models,
+                            embedders=_embedders(args))
+    report = run_eval(data_dir, subsets, strangers, pipeline, models_dir=args.models)
     text = public_report(report)
     if args.json:
         Path(args.json).write_text(text + "\n")
@@ -364,14 +392,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise InputNotFoundError(f"{source}: no such video file")
         threads = int(str(args.threads).split(",")[0])
         gallery = Path(args.gallery) if args.gallery else None
-        report = run_stream_bench(source, threads=threads, gallery=gallery, viewer=args.viewer)
+        report = run_stream_bench(source, threads=threads, gallery=gallery, viewer=args.viewer,
+                                  embedders=_embedders(args))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
         print(report["table"])
         return 0
 
     report = run_bench(detector=args.detector, threads=args.threads, iterations=args.iterations,
-                       models_dir=args.models, image_path=args.image)
+                       models_dir=args.models, image_path=args.image, embedders=_embedders(args))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     print(report["table"])
@@ -386,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder with the TFLite models and manifest.json (default: bundled models/)")
     parser.add_argument("--config", type=Path, default=None,
                         help="configuration file (default: /etc/edge-mfr/config.toml when present)")
+    parser.add_argument("--embedders", default=None,
+                        help="comma separated embedding models, FaceNet first (default: the config's "
+                             "recognition.embedders)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("recognize", help="find (and, with a gallery, identify) faces in images or videos")

@@ -55,6 +55,7 @@ from pydantic import (
 from edge_mfr.errors import ConfigError
 from edge_mfr.identity.classifier import Thresholds
 from edge_mfr.paths import state_dir as default_state_dir
+from edge_mfr.vision.embedder import DEFAULT_EMBEDDERS
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-mfr/config.toml")
 ENV_PREFIX = "EDGE_MFR__"
@@ -236,8 +237,14 @@ class ModelsConfig(Section):
 
 
 class RecognitionConfig(Section):
-    thresholds: Thresholds = Field(default_factory=Thresholds,
-                                   description="open-set operating point (cosine similarity)")
+    embedders: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EMBEDDERS), min_length=1, max_length=4,
+        description="embedding models (file names in models/manifest.json), FaceNet first; several are fused "
+                    "(models/fusion.json must have been fitted for exactly this set, `make fusion`); the gallery "
+                    "must be enrolled or re-embedded with the same set")
+    thresholds: Thresholds | None = Field(
+        None, description="open-set operating point on the (fused) score; default: the one calibrated for the "
+                          "embedder set (FaceNet alone 0.66 / 0.72 / 0.05; fused: models/fusion.json)")
     vote_n: int = Field(
         3, ge=1, description="a track is identified when vote_n of its last vote_m frames agree")
     vote_m: int = Field(5, ge=1, description="length of the per-track voting window in frames")

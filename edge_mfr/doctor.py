@@ -54,11 +54,16 @@ def check_runtime() -> Check:
         return Check("runtime", FAIL, str(exc), "pip install ai-edge-litert into the service's venv")
 
 
-def check_models(models_dir: Path | None, detector: str) -> tuple[str | None, Check]:
-    """Every manifest file present and matching its sha256; the configured detector and FaceNet load."""
+def check_models(models_dir: Path | None, detector: str,
+                 embedders: list[str] | None = None) -> tuple[list[tuple[str, str]] | None, Check]:
+    """Every manifest file present and matching its sha256; the detector, the embedders and their fusion load.
+
+    Returns (name, sha256) of the embedders (for the gallery check), or None when the models failed.
+    """
+    from edge_mfr.identity.fusion import load_fusion
     from edge_mfr.vision.mask_status import MaskStatusClassifier
     from edge_mfr.vision.pipeline import FacePipeline
-    from edge_mfr.vision.runtime import default_models_dir, find_model, load_manifest, verify_model_file
+    from edge_mfr.vision.runtime import default_models_dir, load_manifest, verify_model_file
 
     folder = Path(models_dir or default_models_dir())
     fix = "reinstall edge-mfr (the wheel ships models/) or run `make models`; set models.dir to the folder"
@@ -66,25 +71,28 @@ def check_models(models_dir: Path | None, detector: str) -> tuple[str | None, Ch
         specs = load_manifest(folder)
         for name, spec in specs.items():
             verify_model_file(folder / name, spec)
-        embedder_sha = find_model("embedder", folder)[1].sha256
-        MaskStatusClassifier.load(folder, embedder_sha)
-        FacePipeline(detector=detector, num_threads=1, models_dir=folder)
+        pipeline = FacePipeline(detector=detector, num_threads=1, models_dir=folder, embedders=embedders)
+        ids = pipeline.embedder_ids
+        MaskStatusClassifier.load(folder, ids[0][1])
+        if len(ids) > 1:
+            load_fusion(ids, folder)
     except EdgeMfrError as exc:
         return None, Check("models", FAIL, str(exc), fix)
-    return embedder_sha, Check("models", OK, f"{len(specs)} files in {folder} match manifest.json; "
-                                             f"{detector} and FaceNet load")
+    names = " + ".join(n for n, _ in ids)
+    return ids, Check("models", OK, f"{len(specs)} files in {folder} match manifest.json; "
+                                    f"{detector} and {names} load")
 
 
-def check_gallery(path: Path, embedder_sha: str | None) -> Check:
+def check_gallery(path: Path, embedder_ids: list[tuple[str, str]] | None) -> Check:
     from edge_mfr.identity.gallery import Gallery
 
     if not path.exists():
         return Check("gallery", WARN, f"{path}: nobody enrolled yet (every face is refused)",
                      "enroll people: edge-mfr enroll NAME PHOTOS...")
-    if embedder_sha is None:
+    if embedder_ids is None:
         return Check("gallery", SKIP, f"{path}: not checked (the models failed)")
     try:
-        gallery = Gallery.load(path, embedder_sha, with_crops=False)
+        gallery = Gallery.load(path, embedder_ids[0][1], with_crops=False, extra_models=embedder_ids[1:])
     except PermissionError as exc:
         return Check("gallery", FAIL, f"{path}: {exc.strerror}", "run doctor as the edge-mfr user or with sudo")
     except EdgeMfrError as exc:
@@ -248,12 +256,12 @@ def run_checks(config_path: Path | None, models_dir: Path | None = None,
     checks.append(check_runtime())
     detector = cfg.models.detector if cfg is not None else "blazeface"
     folder = models_dir or (cfg.models.dir if cfg is not None else None)
-    embedder_sha, models = check_models(folder, detector)
+    embedder_ids, models = check_models(folder, detector, cfg.recognition.embedders if cfg is not None else None)
     checks.append(models)
     if cfg is None:
         checks += [Check(n, SKIP, "needs a valid config") for n in ("gallery", "camera", "gpio", "journal", "mqtt")]
         return checks
-    checks.append(check_gallery(cfg.recognition.gallery, embedder_sha))
+    checks.append(check_gallery(cfg.recognition.gallery, embedder_ids))
     checks.append(check_camera(cfg.camera, camera_timeout))
     checks.append(check_gpio(cfg.doors, cfg.device.gpio))
     checks.append(check_journal(cfg.journal.path))

@@ -20,8 +20,8 @@ import numpy as np
 from edge_mfr.errors import EdgeMfrError, EnrollmentError, ImageError
 from edge_mfr.identity.classifier import IdentityClassifier, Thresholds
 from edge_mfr.identity.enroll import EnrollOptions, prepare_enrollment
-from edge_mfr.identity.identify import reembed_masked
-from edge_mfr.vision.align import align_face
+from edge_mfr.identity.fusion import load_fusion
+from edge_mfr.identity.identify import needs_extras
 from edge_mfr.vision.faces import best_face
 from edge_mfr.vision.imageio import read_image
 from edge_mfr.vision.pipeline import FacePipeline
@@ -117,13 +117,14 @@ def identity_metrics(rank1: dict[str, list[bool]], genuine: dict[str, list[float
 class ProbeResult:
     row: Row
     found: bool
-    embedding: np.ndarray | None = None
-    crop: np.ndarray | None = None
+    embeddings: dict[str, np.ndarray] | None = None  # embedder name -> (dim,) as the door would identify it
     predicted_masked: bool = False
-    masked_crop: np.ndarray | None = None
+    extras_run: bool = False
 
 
-def _embed_probe(pipeline: FacePipeline, data_dir: Path, row: Row) -> ProbeResult:
+def _embed_probe(pipeline: FacePipeline, data_dir: Path, row: Row, mask_classifier,
+                 classifier: IdentityClassifier) -> ProbeResult:
+    """One probe as at the door (Identifier.identify): mask status, then embed_for_identity with the cascade."""
     try:
         image = read_image(data_dir / row.path)
     except ImageError as exc:
@@ -133,14 +134,15 @@ def _embed_probe(pipeline: FacePipeline, data_dir: Path, row: Row) -> ProbeResul
     if face is None:
         return ProbeResult(row, False)
     analyzed = pipeline.analyze_faces(image, [face])[0]
-    # Kept for the mask routing below (the image is not): the eyes-and-nose crop a masked face is matched by.
-    masked_crop = align_face(image, face, masked=True)
-    return ProbeResult(row, True, analyzed.embedding, analyzed.crop, masked_crop=masked_crop)
+    masked = mask_classifier.predict(analyzed.embedding[None], [analyzed.crop])[:1].astype(bool)
+    extra = needs_extras(classifier, analyzed.embedding[None], masked)
+    rows = pipeline.embed_for_identity(image, [analyzed], masked, extra)
+    return ProbeResult(row, True, {k: v[0] for k, v in rows.items()}, bool(masked[0]), bool(extra[0]))
 
 
 def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline: FacePipeline,
              thresholds: Thresholds | None = None, enroll_options: EnrollOptions | None = None,
-             mask_classifier=None, progress=None) -> dict:
+             mask_classifier=None, progress=None, models_dir: Path | None = None) -> dict:
     """Run the protocol; returns the report dict with the keys EVALUATION.md defines."""
     from edge_mfr.vision.mask_status import MaskStatusClassifier, cross_validated_accuracy
 
@@ -157,7 +159,9 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
 
     # Enroll through the enrollment code path.
     options = enroll_options or EnrollOptions()
-    templates, labels, synthetic, enroll_failed, dropped = [], [], [], [], 0
+    names = [e.name for e in pipeline.embedders]
+    templates: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    labels, synthetic, enroll_failed, dropped = [], [], [], 0
     for identity, items in enroll_sets.items():
         if not items:
             enroll_failed.append(identity)
@@ -169,37 +173,34 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
             enroll_failed.append(identity)
             continue
         dropped += len(result.dropped)
-        templates.append(result.embeddings)
+        templates[names[0]].append(result.embeddings)
+        for n in names[1:]:
+            templates[n].append(result.extra_embeddings[n])
         labels += [identity] * len(result.embeddings)
         synthetic += [m.synthetic for m in result.metas]
         if progress:
             progress()
-    if not templates:
+    if not labels:
         raise EdgeMfrError("nobody could be enrolled from the given subsets")
-    classifier = IdentityClassifier(thresholds).fit(np.concatenate(templates), np.array(labels), np.array(synthetic))
+    fusion = load_fusion(pipeline.embedder_ids, models_dir)
+    if thresholds is None and fusion.thresholds is not None:  # as the daemon: the set's calibrated point
+        thresholds = Thresholds(**fusion.thresholds)
+    classifier = IdentityClassifier(thresholds).fit({n: np.concatenate(t) for n, t in templates.items()},
+                                                    np.array(labels), np.array(synthetic), fusion=fusion)
 
     # Probes.
     probes = [*masked_probes, *unmasked_probes, *stranger_probes]
     results = []
     for r in probes:
-        results.append(_embed_probe(pipeline, data_dir, r))
+        results.append(_embed_probe(pipeline, data_dir, r, mask_classifier, classifier))
         if progress:
             progress()
     found = [p for p in results if p.found]
-    if found:
-        e = np.stack([p.embedding for p in found])
-        for p, m in zip(found, mask_classifier.predict(e, [p.crop for p in found]), strict=True):
-            p.predicted_masked = bool(m)
-        # As at the door (Identifier.identify): faces judged masked are matched by their masked alignment.
-        routed_e = reembed_masked(e, np.array([p.predicted_masked for p in found]),
-                                  lambda idx: pipeline.embedder.embed(np.stack([found[i].masked_crop for i in idx])))
-        for p, emb in zip(found, routed_e, strict=True):
-            p.embedding = emb
 
     ids = classifier.ids
     col = {pid: j for j, pid in enumerate(ids)}
     # Every probe is scored by the rule its *predicted* mask status routes it to, as at the door.
-    e = np.stack([p.embedding for p in found]) if found else np.zeros((0, 512), np.float32)
+    e = {n: np.stack([p.embeddings[n] for p in found]) if found else np.zeros((0, 1), np.float32) for n in names}
     routed = np.array([p.predicted_masked for p in found], dtype=bool)
     sims = classifier.similarity(e, routed)
     ranks = classifier.rank_scores(e, routed)
@@ -265,7 +266,9 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
         "unmasked_probes": len(unmasked_probes),
         "stranger_probes": len(stranger_probes),
     }
-    report["model"] = {"embedder_sha256": pipeline.embedder.model_sha256, "detector": pipeline.detector.name}
+    report["model"] = {"embedder_sha256": pipeline.embedder.model_sha256, "detector": pipeline.detector.name,
+                       "embedders": {n: sha for n, sha in pipeline.embedder_ids}}
+    report["cascade"] = {"faces": len(found), "extra_embedders_run": sum(p.extras_run for p in found)}
     report["_scores"] = {"genuine_masked": genuine["masked"], "genuine_unmasked": genuine["unmasked"],
                          "impostor": impostor["masked"] + impostor["unmasked"] + stranger_scores}
     return report

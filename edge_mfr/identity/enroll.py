@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from edge_mfr.errors import EnrollmentError, ImageError, InputNotFoundError
-from edge_mfr.identity.gallery import Gallery, TemplateMeta, source_label, validate_name
-from edge_mfr.vision.align import alignment_matrix, transform_points
+from edge_mfr.identity.gallery import ExtraModel, Gallery, TemplateMeta, source_label, validate_name
+from edge_mfr.vision.align import align_face, alignment_matrix, transform_points
 from edge_mfr.vision.imageio import is_image_path, read_image
 from edge_mfr.vision.pipeline import FacePipeline
 from edge_mfr.vision.quality import QualityLimits, assess
@@ -47,6 +47,9 @@ class Candidate:
     crop_keypoints: np.ndarray
     embedding: np.ndarray
     quality: float
+    # template name -> (crop, its keypoints) for the extra embedders' alignments (cut from the frame, not
+    # from ``crop``: re-sampling a crop twice blurs it).
+    other_crops: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,6 +59,8 @@ class EnrollmentResult:
     kept: list[Candidate] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 512), np.float32))
+    # extra embedder name -> rows, one per row of ``embeddings`` (the same templates seen by that embedder)
+    extra_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     metas: list[TemplateMeta] = field(default_factory=list)
     crops: list[np.ndarray | None] = field(default_factory=list)
 
@@ -140,7 +145,11 @@ def collect_candidates(pipeline: FacePipeline, inputs: Iterable[tuple[str, Calla
             result.dropped.append((label, "; ".join(problems)))
             continue
         crop_kps = transform_points(face.keypoints, alignment_matrix(face))
-        candidates.append(Candidate(label, analyzed.crop, crop_kps, analyzed.embedding, quality.overall))
+        others = {}
+        for template in {e.template for e in pipeline.extra_embedders}:
+            others[template] = (align_face(image, face, template=template),
+                                transform_points(face.keypoints, alignment_matrix(face, template=template)))
+        candidates.append(Candidate(label, analyzed.crop, crop_kps, analyzed.embedding, quality.overall, others))
     return candidates
 
 
@@ -185,6 +194,15 @@ def build_templates(pipeline: FacePipeline, kept: list[Candidate], options: Enro
             result.crops.append(None)
     result.kept = kept
     result.embeddings = np.asarray(embeddings, dtype=np.float32).reshape(-1, pipeline.embedder.dim)
+    for emb in pipeline.extra_embedders:
+        rows = []
+        for cand in kept:
+            crop, kps = cand.other_crops[emb.template]
+            rows.append(crop)
+            if options.synthetic_masks:
+                rng = np.random.default_rng(zlib.crc32(cand.source.encode()))  # the same masks as above
+                rows += [render_mask(crop, kps, style, rng) for style in options.mask_styles]
+        result.extra_embeddings[emb.name] = emb.embed(np.stack(rows)).reshape(-1, emb.dim)
 
 
 def prepare_enrollment(pipeline: FacePipeline, paths: Iterable[Path | str], options: EnrollOptions | None = None,
@@ -210,14 +228,16 @@ def enroll(gallery_path: Path, name: str, paths: Iterable[Path | str], pipeline:
     """Enroll ``name`` into the gallery file; returns (person_id, result). The file is untouched on error."""
     name = validate_name(name)
     assert pipeline.embedder is not None
-    # Check the gallery (model, integrity, name) before the slow part, so a doomed run fails fast.
+    extras = extra_models(pipeline)
+    # Check the gallery (models, integrity, name) before the slow part, so a doomed run fails fast.
     if Path(gallery_path).exists():
-        existing = Gallery.load(gallery_path, pipeline.embedder.model_sha256, with_crops=False)
+        existing = Gallery.load(gallery_path, pipeline.embedder.model_sha256, with_crops=False,
+                                extra_models=[(m.name, m.sha256) for m in extras])
         if not add_to_existing and any(p.name.casefold() == name.casefold() for p in existing.people):
             raise EnrollmentError(f"{name!r} is already enrolled; use --add to add images to that person")
     result = prepare_enrollment(pipeline, paths, options, progress)
     with Gallery.edit(gallery_path, pipeline.embedder.model_sha256, dim=pipeline.embedder.dim,
-                      keep_crops=keep_crops) as gallery:
+                      keep_crops=keep_crops, extra_models=extras) as gallery:
         person = None
         if add_to_existing:
             try:
@@ -226,16 +246,22 @@ def enroll(gallery_path: Path, name: str, paths: Iterable[Path | str], pipeline:
                 person = None
         if person is None:
             person = gallery.add_person(name, allowed=allowed)
-        gallery.add_templates(person.person_id, result.embeddings, result.metas, crops=result.crops)
+        gallery.add_templates(person.person_id, result.embeddings, result.metas, crops=result.crops,
+                              extra=result.extra_embeddings)
     return person.person_id, result
+
+
+def extra_models(pipeline: FacePipeline) -> list[ExtraModel]:
+    """The gallery's description of the pipeline's extra embedders."""
+    return [ExtraModel(e.name, e.model_sha256, e.dim) for e in pipeline.extra_embedders]
 
 
 def reembed(gallery_path: Path, pipeline: FacePipeline) -> int:
     """Re-embed every template of a gallery that kept its crops with the current model; returns the count.
 
     Synthetic templates are re-rendered on the kept real crop they came from (its keypoints found again
-    by the detector on the aligned crop), with the same mask style. All or nothing: on any error the file
-    stays as it was.
+    by the detector on the aligned crop), with the same mask style. The extra embedders' templates are cut
+    from the kept crop with their own alignment. All or nothing: on any error the file stays as it was.
     """
     from edge_mfr.errors import GalleryError
     from edge_mfr.vision.faces import best_face
@@ -246,15 +272,22 @@ def reembed(gallery_path: Path, pipeline: FacePipeline) -> int:
         if not gallery.keep_crops:
             raise GalleryError(f"{gallery_path}: this gallery kept no face crops; re-enroll everyone instead")
         new: dict[str, np.ndarray] = {}
+        extras = extra_models(pipeline)
+        extra_new: dict[str, dict[str, np.ndarray]] = {m.name: {} for m in extras}
         for person in gallery.people:
             real = {t.source: c for t, c in zip(person.templates, person.crops, strict=True)
                     if not t.synthetic and c is not None}
             rows = []
+            other_rows: dict[str, list[np.ndarray]] = {e.name: [] for e in pipeline.extra_embedders}
             for template, crop in zip(person.templates, person.crops, strict=True):
                 if not template.synthetic:
                     if crop is None:
                         raise GalleryError(f"{person.person_id}: template {template.source!r} has no kept crop")
                     rows.append(crop)
+                    if pipeline.extra_embedders:
+                        face = _face_in_crop(pipeline, crop, person.person_id, template.source)
+                        for e in pipeline.extra_embedders:
+                            other_rows[e.name].append(align_face(crop, face, template=e.template))
                     continue
                 base = real.get(template.source)
                 style = styles.get(template.mask_style or "")
@@ -267,6 +300,26 @@ def reembed(gallery_path: Path, pipeline: FacePipeline) -> int:
                                        f"{template.source!r}")
                 rng = np.random.default_rng(zlib.crc32(template.source.encode()))
                 rows.append(render_mask(base, face.keypoints, style, rng))
+                for e in pipeline.extra_embedders:
+                    rng = np.random.default_rng(zlib.crc32(template.source.encode()))
+                    kps = transform_points(face.keypoints, alignment_matrix(face, template=e.template))
+                    other_rows[e.name].append(render_mask(align_face(base, face, template=e.template), kps, style,
+                                                          rng))
             new[person.person_id] = pipeline.embedder.embed(np.stack(rows)) if rows else np.zeros((0, 512))
-        gallery.replace_embeddings(pipeline.embedder.model_sha256, new, dim=pipeline.embedder.dim)
+            for e in pipeline.extra_embedders:
+                extra_new[e.name][person.person_id] = (e.embed(np.stack(other_rows[e.name])) if rows
+                                                       else np.zeros((0, e.dim), np.float32))
+        gallery.replace_embeddings(pipeline.embedder.model_sha256, new, dim=pipeline.embedder.dim,
+                                   extra_models=extras, extra_new=extra_new)
         return sum(len(v) for v in new.values())
+
+
+def _face_in_crop(pipeline: FacePipeline, crop: np.ndarray, person_id: str, source: str):
+    """The face of a kept aligned crop, found again by the detector (its keypoints drive the other alignments)."""
+    from edge_mfr.errors import GalleryError
+    from edge_mfr.vision.faces import best_face
+
+    face = best_face(pipeline.detect(crop, crop_kind="aligned_crop"), crop.shape)
+    if face is None:
+        raise GalleryError(f"{person_id}: no face found again in the kept crop of {source!r}")
+    return face

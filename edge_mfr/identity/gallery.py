@@ -9,7 +9,9 @@ nothing in it is ever unpickled or executed:
 * ``embeddings.npy``: float32 (N, dim), every template of every person, in header order (stored raw:
   float noise does not compress);
 * ``crops.npy``: uint8 (M, 160, 160, 3) aligned RGB crops of real templates, only when the gallery was
-  created with ``keep_crops=True`` (deflated).
+  created with ``keep_crops=True`` (deflated);
+* ``embeddings_<i>.npy`` (format version 2): float32 (N, dim_i), the same templates seen by the i-th
+  extra embedder of a fused set (header ``extra_models``: name, sha256, dim each), row for row.
 
 Why not JSON alone or SQLite: the embeddings must round-trip bit-exactly and load fast on a Pi, a single
 file can be replaced atomically with ``os.replace`` (readers such as the daemon never see half a write),
@@ -50,7 +52,7 @@ from edge_mfr.identity import gallery_fields as F
 log = logging.getLogger(__name__)
 
 FORMAT = "edge-mfr-gallery"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: extra_models, one template set per extra embedder (issue 11)
 CROP_SHAPE = (160, 160, 3)
 MAX_NAME_LEN = 64
 MAX_SOURCE_LEN = 200
@@ -67,6 +69,7 @@ _NPY_HEADER_SLACK = 4096  # an .npy member's own header is at most a few hundred
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _PERSON_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _MASK_STYLE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SLUG_LEN = 24
 # Latin letters that NFKD does not decompose into an ASCII base letter.
 _TRANSLIT = str.maketrans(
@@ -242,6 +245,7 @@ class Person:
     templates: tuple[TemplateMeta, ...]
     embeddings: np.ndarray
     crops: tuple[np.ndarray | None, ...] = field(default=())
+    extra: tuple[np.ndarray, ...] = field(default=())  # per extra model: read-only (n, dim_i), row for row
 
     def __len__(self) -> int:
         return len(self.templates)
@@ -249,6 +253,30 @@ class Person:
     @property
     def num_real(self) -> int:
         return sum(not t.synthetic for t in self.templates)
+
+
+@dataclass(frozen=True)
+class ExtraModel:
+    """An extra embedder of a fused set whose templates the gallery also holds."""
+
+    name: str  # model file name, as in models/manifest.json
+    sha256: str
+    dim: int
+
+
+def _check_extra_models(models: Sequence[ExtraModel]) -> tuple[ExtraModel, ...]:
+    out = tuple(models)
+    for m in out:
+        if not isinstance(m, ExtraModel) or not _MODEL_NAME_RE.match(m.name) or not _SHA256_RE.match(m.sha256) \
+                or not isinstance(m.dim, int) or isinstance(m.dim, bool) or not 1 <= m.dim <= 4096:
+            raise GalleryError(f"invalid extra embedder {m!r}")
+    if len({m.name for m in out}) != len(out):
+        raise GalleryError("an extra embedder is listed twice")
+    return out
+
+
+def _extra_member(i: int) -> str:
+    return f"embeddings_{i + 1}.npy"
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -289,7 +317,8 @@ def _check_crop(crop: object, index: int) -> np.ndarray:
 class Gallery:
     """Enrolled people for one embedding model. Holds no classifier and does no I/O besides its file."""
 
-    def __init__(self, model_sha256: str, dim: int = 512, keep_crops: bool = False) -> None:
+    def __init__(self, model_sha256: str, dim: int = 512, keep_crops: bool = False,
+                 extra_models: Sequence[ExtraModel] = ()) -> None:
         """Use :meth:`create`, :meth:`load` or :meth:`edit`."""
         if not isinstance(model_sha256, str) or not _SHA256_RE.match(model_sha256):
             raise GalleryError(f"model sha256 must be 64 lowercase hex digits, got {model_sha256!r}")
@@ -297,6 +326,7 @@ class Gallery:
             raise GalleryError(f"embedding dim must be between 1 and 4096, got {dim!r}")
         self.model_sha256 = model_sha256
         self.dim = dim
+        self.extra_models = _check_extra_models(extra_models)
         self.keep_crops = bool(keep_crops)
         self.created_at = _now()
         self.updated_at = self.created_at
@@ -310,21 +340,47 @@ class Gallery:
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, model_sha256: str, dim: int = 512, keep_crops: bool = False) -> Gallery:
+    def create(cls, model_sha256: str, dim: int = 512, keep_crops: bool = False,
+               extra_models: Sequence[ExtraModel] = ()) -> Gallery:
         """An empty gallery. ``keep_crops`` stores face crops so people can be re-embedded later."""
-        return cls(model_sha256, dim=dim, keep_crops=keep_crops)
+        return cls(model_sha256, dim=dim, keep_crops=keep_crops, extra_models=extra_models)
+
+    def check_extra_models(self, path: str | os.PathLike[str], wanted: Sequence[tuple[str, str]]) -> None:
+        """GalleryModelMismatch unless the extra template sets are exactly ``wanted`` ((name, sha256), in order).
+
+        A gallery made with other embedders would be matched against the wrong templates (or none): the
+        message says how to get a gallery for this set instead.
+        """
+        have = [(m.name, m.sha256) for m in self.extra_models]
+        if have == [(n, s) for n, s in wanted]:
+            return
+        names = ", ".join(n for n, _ in wanted) or "none"
+        made = ", ".join(n for n, _ in have) or "none"
+        todo = ("run `edge-mfr people reembed` to re-embed the kept face crops with the current embedders"
+                if self.keep_crops else
+                "it kept no face crops, so re-enroll everyone (`edge-mfr enroll`) into a new gallery")
+        if not have:
+            todo += " (or keep using it with FaceNet alone: --embedders / recognition.embedders with only FaceNet)"
+        raise GalleryModelMismatch(f"{path}: made with extra embedders {made} but recognition.embedders needs "
+                                   f"{names}; {todo}")
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], model_sha256: str | None = None, with_crops: bool = True
+        cls, path: str | os.PathLike[str], model_sha256: str | None = None, with_crops: bool = True,
+        extra_models: Sequence[tuple[str, str]] | None = None,
     ) -> Gallery:
         """Read a gallery file; with ``model_sha256`` refuse one built with another embedding model.
+
+        ``extra_models`` ((name, sha256) of the extra embedders, in order; None: not checked) also refuses
+        a gallery made for another embedder set.
 
         ``model_sha256=None`` skips the check (listing, renaming, re-embedding) but then refuses to add
         embeddings. ``with_crops=False`` saves memory in the daemon; such a gallery cannot be saved.
         """
         path = Path(path)
         gallery = _read(path, with_crops)
+        if extra_models is not None and model_sha256 is not None:
+            gallery.check_extra_models(path, extra_models)
         if model_sha256 is None:
             gallery._model_checked = False
         elif model_sha256 != gallery.model_sha256:
@@ -349,6 +405,7 @@ class Gallery:
         dim: int = 512,
         keep_crops: bool = False,
         timeout: float = LOCK_TIMEOUT_S,
+        extra_models: Sequence[ExtraModel] | None = None,
     ) -> Iterator[Gallery]:
         """Lock, load (or create when missing), yield, and save only if the block succeeds and changed it.
 
@@ -357,10 +414,11 @@ class Gallery:
         """
         path = Path(path)
         with _writer_lock(path, timeout):
+            wanted = None if extra_models is None else [(m.name, m.sha256) for m in extra_models]
             if path.exists():
-                gallery = cls.load(path, model_sha256)
+                gallery = cls.load(path, model_sha256, extra_models=wanted)
             elif create and model_sha256 is not None:
-                gallery = cls.create(model_sha256, dim=dim, keep_crops=keep_crops)
+                gallery = cls.create(model_sha256, dim=dim, keep_crops=keep_crops, extra_models=extra_models or ())
             else:
                 raise GalleryNotFound(
                     f"{path}: no gallery file (enroll someone first with `edge-mfr enroll`)"
@@ -409,6 +467,12 @@ class Gallery:
         labels = np.array([p.person_id for p in people for _ in p.templates])
         meta = [t for p in people for t in p.templates]
         return x, labels, meta
+
+    def extra_matrices(self) -> dict[str, np.ndarray]:
+        """Extra model name -> (N, dim_i) rows in the order of :meth:`matrix`'s rows."""
+        people = [p for p in self._people.values() if len(p)]
+        return {m.name: (np.concatenate([p.extra[i] for p in people]) if people else np.zeros((0, m.dim), np.float32))
+                for i, m in enumerate(self.extra_models)}
 
     def summary(self) -> list[dict[str, Any]]:
         """One JSON-ready row per person for `people list`, MQTT and the kiosk (no biometric data)."""
@@ -473,8 +537,12 @@ class Gallery:
         embeddings: np.ndarray,
         meta_list: Sequence[TemplateMeta],
         crops: Sequence[np.ndarray | None] | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> Person:
-        """Append templates to a person. Crops are kept only for real templates of a keep_crops gallery."""
+        """Append templates to a person. Crops are kept only for real templates of a keep_crops gallery.
+
+        ``extra``: extra model name -> the same templates' rows by that model; required for each extra model.
+        """
         person = self._require(person_id)
         if not self._model_checked:
             raise GalleryError(
@@ -482,6 +550,13 @@ class Gallery:
                 "model's sha256 before adding embeddings"
             )
         x = check_embeddings(embeddings, self.dim)
+        extra = dict(extra or {})
+        if set(extra) != {m.name for m in self.extra_models}:
+            raise EnrollmentError(f"templates of extra embedders {sorted(extra)} but the gallery holds "
+                                  f"{sorted(m.name for m in self.extra_models)}")
+        extra_rows = [check_embeddings(extra[m.name], m.dim) for m in self.extra_models]
+        if any(len(r) != len(x) for r in extra_rows):
+            raise EnrollmentError("every extra embedder needs one row per template")
         if len(meta_list) != len(x):
             raise EnrollmentError(f"{len(x)} embeddings but {len(meta_list)} metadata entries")
         if crops is not None and len(crops) != len(x):
@@ -508,8 +583,13 @@ class Gallery:
             templates=person.templates + tuple(metas),
             embeddings=_readonly(np.concatenate([person.embeddings, x])),
             crops=person.crops + tuple(new_crops),
+            extra=tuple(_readonly(np.concatenate([old, r])) for old, r in zip(self._extra_of(person), extra_rows,
+                                                                               strict=True)),
         )
         return self._people[person.person_id]
+
+    def _extra_of(self, person: Person) -> tuple[np.ndarray, ...]:
+        return person.extra or tuple(np.zeros((0, m.dim), np.float32) for m in self.extra_models)
 
     def rename(self, person_id: str, new_name: str, *, allow_duplicate_name: bool = False) -> Person:
         """Change the display name; the person_id stays, so topics, logs and URLs keep working."""
@@ -534,15 +614,19 @@ class Gallery:
         return person
 
     def replace_embeddings(
-        self, model_sha256: str, new: Mapping[str, np.ndarray], dim: int | None = None
+        self, model_sha256: str, new: Mapping[str, np.ndarray], dim: int | None = None,
+        extra_models: Sequence[ExtraModel] = (), extra_new: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     ) -> None:
         """Switch the whole gallery to another embedding model at once (``edge-mfr people reembed``).
 
         ``new`` maps every person_id to their re-computed embeddings, one row per existing template in
         the same order (synthetic ones re-rendered from the real crop with the same ``source``); ``dim``
         is the new model's width (default: unchanged). All or nothing: a missing person or a bad array
-        leaves the gallery unchanged.
+        leaves the gallery unchanged. ``extra_models``/``extra_new`` (model name -> person_id -> rows) replace
+        the extra template sets the same way (none: the gallery becomes single-embedder).
         """
+        extra_models = _check_extra_models(extra_models)
+        extra_new = extra_new or {}
         if not isinstance(model_sha256, str) or not _SHA256_RE.match(model_sha256):
             raise GalleryError(f"model sha256 must be 64 lowercase hex digits, got {model_sha256!r}")
         dim = self.dim if dim is None else dim
@@ -561,10 +645,21 @@ class Gallery:
             if len(x) != len(person):
                 raise GalleryError(f"{pid}: {len(x)} new embeddings for {len(person)} templates")
             checked[pid] = _readonly(x)
+        checked_extra: dict[str, list[np.ndarray]] = {pid: [] for pid in self._people}
+        for m in extra_models:
+            for pid, person in self._people.items():
+                try:
+                    x = check_embeddings(extra_new[m.name][pid], m.dim)
+                except KeyError:
+                    raise GalleryError(f"{pid}: no re-computed embeddings of {m.name}") from None
+                if len(x) != len(person):
+                    raise GalleryError(f"{pid}: {len(x)} new {m.name} embeddings for {len(person)} templates")
+                checked_extra[pid].append(_readonly(x))
         now = self._touch()
         for pid, x in checked.items():
-            self._people[pid] = replace(self._people[pid], embeddings=x, updated_at=now)
-        self.model_sha256, self.dim = model_sha256, dim
+            self._people[pid] = replace(self._people[pid], embeddings=x, extra=tuple(checked_extra[pid]),
+                                        updated_at=now)
+        self.model_sha256, self.dim, self.extra_models = model_sha256, dim, extra_models
         self._model_checked = True
 
     # -- writing ----------------------------------------------------------------------------------------
@@ -580,7 +675,7 @@ class Gallery:
             raise GalleryError(f"{path}: this gallery was loaded without its crops; saving would drop them")
         self.revision += 1
         try:
-            _write_atomic(path, self._encode_header(), self._people.values(), self.dim)
+            _write_atomic(path, self._encode_header(), self._people.values(), self.dim, self.extra_models)
         except BaseException:
             self.revision -= 1
             raise
@@ -619,6 +714,7 @@ class Gallery:
             "format_version": FORMAT_VERSION,
             "model_sha256": self.model_sha256,
             "dim": self.dim,
+            "extra_models": [{"name": m.name, "sha256": m.sha256, "dim": m.dim} for m in self.extra_models],
             "keep_crops": self.keep_crops,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -701,7 +797,7 @@ def _write_npy(zf: zipfile.ZipFile, name: str, parts: Sequence[np.ndarray], shap
         raise ValueError(f"{name}: wrote {written} values for shape {shape}")
 
 
-def _write_atomic(path: Path, header: bytes, people: Any, dim: int) -> None:
+def _write_atomic(path: Path, header: bytes, people: Any, dim: int, extra_models: Sequence[ExtraModel] = ()) -> None:
     people = list(people)
     embeddings = [p.embeddings for p in people if len(p)]
     crops = [c for p in people for c in p.crops if c is not None]
@@ -721,7 +817,10 @@ def _write_atomic(path: Path, header: bytes, people: Any, dim: int) -> None:
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
                 _write_npy(zf, _HEADER_MEMBER, [np.frombuffer(header, np.uint8)], (len(header),), "|u1")
-                _write_npy(zf, _EMB_MEMBER, embeddings, (sum(len(e) for e in embeddings), dim), "<f4")
+                n_rows = sum(len(e) for e in embeddings)
+                _write_npy(zf, _EMB_MEMBER, embeddings, (n_rows, dim), "<f4")
+                for i, m in enumerate(extra_models):
+                    _write_npy(zf, _extra_member(i), [p.extra[i] for p in people if len(p)], (n_rows, m.dim), "<f4")
                 if crops:
                     _write_npy(zf, _CROPS_MEMBER, crops, (len(crops), *CROP_SHAPE), "|u1")
             fh.flush()
@@ -773,9 +872,13 @@ def _read(path: Path, with_crops: bool) -> Gallery:
                     raise GalleryError(f"{path}: malformed gallery header")
                 header = json.loads(raw.tobytes().decode("utf-8"))
                 gallery, n_templates, n_crops = _gallery_from_header(path, header)
-                if names - {_HEADER_MEMBER, _EMB_MEMBER, _CROPS_MEMBER} or _EMB_MEMBER not in names:
+                extra_names = {_extra_member(i) for i in range(len(gallery.extra_models))}
+                if (names - {_HEADER_MEMBER, _EMB_MEMBER, _CROPS_MEMBER} - extra_names or _EMB_MEMBER not in names
+                        or extra_names - names):
                     raise GalleryError(f"{path}: unexpected members {sorted(names)}")
                 emb = _read_member(zf, _EMB_MEMBER, n_templates * gallery.dim * 4 + _NPY_HEADER_SLACK)
+                extra_emb = [_read_member(zf, _extra_member(i), n_templates * m.dim * 4 + _NPY_HEADER_SLACK)
+                             for i, m in enumerate(gallery.extra_models)]
                 crops = None
                 if n_crops and with_crops:
                     if _CROPS_MEMBER not in names:
@@ -810,12 +913,19 @@ def _read(path: Path, with_crops: bool) -> Gallery:
         )
     if crops is not None and (crops.dtype != np.uint8 or crops.shape != (n_crops, *CROP_SHAPE)):
         raise GalleryError(f"{path}: crops are {crops.dtype} {crops.shape}, header says {n_crops} crops")
+    for m, x in zip(gallery.extra_models, extra_emb, strict=True):
+        if x.dtype != np.float32 or x.shape != (n_templates, m.dim):
+            raise GalleryError(f"{path}: {m.name} embeddings are {x.dtype} {x.shape}, "
+                               f"header says float32 ({n_templates}, {m.dim})")
     if n_templates:
         try:
             check_embeddings(emb, gallery.dim)
+            for m, x in zip(gallery.extra_models, extra_emb, strict=True):
+                check_embeddings(x, m.dim)
         except EnrollmentError as exc:
             raise GalleryError(f"{path}: stored {exc}") from None
     emb = _readonly(emb)
+    extra_emb = [_readonly(x) for x in extra_emb]
     crops = None if crops is None else _readonly(crops)
     gallery._crops_loaded = with_crops or not n_crops
     start = 0
@@ -827,7 +937,8 @@ def _read(path: Path, with_crops: bool) -> Gallery:
             crops[i] if (crops is not None and i is not None) else None
             for i in person.crops  # type: ignore[union-attr]  # indices until resolved here
         )
-        gallery._people[pid] = replace(person, embeddings=rows, crops=person_crops)
+        extra = tuple(x[start - n : start] for x in extra_emb)
+        gallery._people[pid] = replace(person, embeddings=rows, crops=person_crops, extra=extra)
     return gallery
 
 
@@ -853,10 +964,17 @@ def _gallery_from_header(path: Path, header: Any) -> tuple[Gallery, int, int]:
 
 def _gallery_fields_checked(path: Path, header: dict[str, Any]) -> tuple[Gallery, int, int]:
     """The body of _gallery_from_header: every field read with its exact type (gallery_fields)."""
+    extra_models = []
+    for m in (F.get_list(header, "extra_models", "header") if "extra_models" in header else []):
+        m = F.get_object(m, "an extra_models entry")
+        extra_models.append(ExtraModel(F.get_str(m, "name", "extra_models"),  # type: ignore[arg-type]
+                                       F.get_str(m, "sha256", "extra_models"),  # type: ignore[arg-type]
+                                       F.get_int(m, "dim", "extra_models", minimum=1)))
     gallery = Gallery(
         F.get_str(header, "model_sha256", "header"),  # type: ignore[arg-type]
         dim=F.get_int(header, "dim", "header", minimum=1),
         keep_crops=F.get_bool(header, "keep_crops", "header"),
+        extra_models=extra_models,
     )
     gallery.created_at = F.get_time(header, "created_at", "header")
     gallery.updated_at = F.get_time(header, "updated_at", "header")

@@ -13,28 +13,37 @@ from pathlib import Path
 import numpy as np
 
 from edge_mfr.identity.classifier import Decision, IdentityClassifier, Thresholds
+from edge_mfr.identity.fusion import Fusion, load_fusion
 from edge_mfr.identity.gallery import Gallery
 from edge_mfr.identity.svm import cache_path as svm_cache_path
 from edge_mfr.vision.mask_status import MaskStatusClassifier
 from edge_mfr.vision.pipeline import AnalyzedFace
 
+# (faces, judged masked, run the extra embedders) -> embedder name -> rows: FacePipeline.embed_for_identity
+# bound to the frame the faces came from.
+EmbedForIdentity = Callable[[list[AnalyzedFace], np.ndarray, np.ndarray], dict[str, np.ndarray]]
 
-def reembed_masked(embeddings: np.ndarray, masked: np.ndarray,
-                   embed: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """The rule "a face judged masked is matched by the embedding of its eyes-and-nose crop", in one place.
 
-    ``embeddings`` (N x D) come from the usual alignment and ``masked`` (N bools) is the mask-status
-    judgement on them; ``embed(indices)`` returns the eyes-and-nose embeddings of the faces at those indices
-    (the door, the evaluator and the baseline benchmark each reach the crops their own way). Returns a new
-    array when anything was replaced; the input is never modified.
+def needs_extras(classifier: IdentityClassifier, primary: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """(n,) True for faces the extra embedders could decide differently (the cascade of issue 11).
+
+    Faces judged masked always; a bare face only when the primary's own score is neither a clear accept
+    (at or above the fusion's ``accept`` bound, ahead of the runner-up by the margin) nor a clear reject
+    (below ``reject``). One embedder: never. A fusion without cascade bounds: always.
     """
     masked = np.asarray(masked, dtype=bool)
-    if not masked.any():
-        return embeddings
-    idx = np.flatnonzero(masked)
-    out = np.array(embeddings, copy=True)
-    out[idx] = embed(idx)
-    return out
+    fusion = classifier.fusion
+    if len(fusion.embedders) == 1 or not len(classifier):
+        return np.zeros(len(masked), bool)
+    if fusion.cascade is None:
+        return np.ones(len(masked), bool)
+    sims = classifier.primary_similarity(primary, masked)
+    top = np.sort(sims, axis=1)
+    best = top[:, -1]
+    lead = best - top[:, -2] if top.shape[1] > 1 else np.full(len(best), 1.0)
+    clear_accept = (best >= fusion.cascade["accept"]) & (lead >= classifier.thresholds.margin)
+    clear_reject = best < fusion.cascade["reject"]
+    return masked | ~(clear_accept | clear_reject)
 
 
 @dataclass(frozen=True)
@@ -48,29 +57,43 @@ class Identification:
 
 class Identifier:
     def __init__(self, gallery: Gallery, mask_status: MaskStatusClassifier, thresholds: Thresholds | None = None,
-                 svm_cache: Path | None = None, out_of_process: bool = False):
+                 svm_cache: Path | None = None, out_of_process: bool = False, fusion: Fusion | None = None):
+        """``fusion``: how the embedders' scores combine (None: the gallery's primary embedder alone);
+        ``thresholds`` None: the fusion's calibrated operating point, or Thresholds() for one embedder.
+        """
         self.gallery = gallery
         self.mask_status = mask_status
         x, labels, metas = gallery.matrix()
+        if thresholds is None and fusion is not None and fusion.thresholds is not None:
+            thresholds = Thresholds(**fusion.thresholds)
         self.classifier = IdentityClassifier(thresholds)
+        if fusion is not None and len(fusion.embedders) > 1:
+            self.classifier.fusion = fusion  # also for an empty gallery: the cascade reads it
         if len(x):
-            self.classifier.fit(x, labels, np.array([m.synthetic for m in metas], dtype=bool), svm_cache=svm_cache,
-                                out_of_process=out_of_process)
+            rows = {fusion.embedders[0]: x, **gallery.extra_matrices()} if fusion else {"embedding": x}
+            self.classifier.fit(rows, labels, np.array([m.synthetic for m in metas], dtype=bool), svm_cache=svm_cache,
+                                out_of_process=out_of_process, fusion=fusion)
         self._people = {p.person_id: p for p in gallery.people}
 
     @classmethod
-    def from_files(cls, gallery_path: Path, embedder_sha256: str, models_dir: Path | None = None,
+    def from_files(cls, gallery_path: Path, embedders: str | list[tuple[str, str]], models_dir: Path | None = None,
                    thresholds: Thresholds | None = None, out_of_process: bool = False) -> Identifier:
-        """Load the gallery and mask model; the SVM weights come from (or refresh) ``<gallery>.svm.npz``."""
-        gallery = Gallery.load(gallery_path, embedder_sha256, with_crops=False)
-        return cls(gallery, MaskStatusClassifier.load(models_dir, embedder_sha256), thresholds,
-                   svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process)
+        """Load the gallery, mask model and fusion; the SVM weights come from (or refresh) ``<gallery>.svm.npz``.
 
-    def identify(self, faces: list[AnalyzedFace],
-                 embed_masked: Callable[[list[AnalyzedFace]], np.ndarray] | None = None) -> list[Identification]:
-        """Mask status from the usual embedding; faces judged masked are then matched by the embedding
-        of their eyes-and-nose aligned crop when ``embed_masked`` (FacePipeline.masked_embeddings on the frame)
-        is given.
+        ``embedders``: (name, sha256) of every embedder, primary first (FacePipeline.embedder_ids), or the
+        primary's sha256 alone. A gallery made for another set is refused with what to do about it.
+        """
+        ids = [("embedding", embedders)] if isinstance(embedders, str) else list(embedders)
+        primary_sha = ids[0][1]
+        gallery = Gallery.load(gallery_path, primary_sha, with_crops=False, extra_models=ids[1:])
+        fusion = load_fusion(ids, models_dir) if len(ids) > 1 else None
+        return cls(gallery, MaskStatusClassifier.load(models_dir, primary_sha), thresholds,
+                   svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process, fusion=fusion)
+
+    def identify(self, faces: list[AnalyzedFace], embed: EmbedForIdentity | None = None) -> list[Identification]:
+        """Mask status from the primary embedding, then the embeddings that identify each face from ``embed``
+        (FacePipeline.embed_for_identity on the frame: masked faces re-aligned on eyes and nose, the extra
+        embedders only where the cascade needs them). Without ``embed`` the primary embeddings decide alone.
         """
         if not faces:
             return []
@@ -79,10 +102,14 @@ class Identifier:
 
         mask_values = self.mask_status.decision(features(embeddings, [f.crop for f in faces]))
         masked = mask_values > 0
-        if embed_masked is not None:
-            embeddings = reembed_masked(embeddings, masked, lambda idx: embed_masked([faces[i] for i in idx]))
+        primary = self.classifier.fusion.embedders[0]
+        if embed is None:
+            e = {name: np.full((len(faces), 1), np.nan, np.float32) for name in self.classifier.fusion.embedders}
+            e[primary] = embeddings
+        else:
+            e = embed(faces, masked, needs_extras(self.classifier, embeddings, masked))
         out = []
-        for d, m, v in zip(self.classifier.decide(embeddings, masked), masked, mask_values, strict=True):
+        for d, m, v in zip(self.classifier.decide(e, masked), masked, mask_values, strict=True):
             person = self._people.get(d.person_id) if d.person_id else None
             out.append(Identification(d, person.name if person else None, bool(m), float(v),
                                       bool(person is not None and person.allowed)))

@@ -32,7 +32,7 @@ def attach_mqtt(app: Any) -> Any:
 
     def enroll_pipeline() -> Any:  # its own interpreters: TFLite ones must not be shared across threads
         return FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
-                            models_dir=models_dir)
+                            models_dir=models_dir, embedders=cfg.recognition.embedders)
 
     gallery = GalleryCommands(cfg.recognition.gallery, enroll_pipeline)  # the loop sees the new file
     reload_wanted = threading.Event()  # set by the command thread, served by the frame thread

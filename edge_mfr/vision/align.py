@@ -15,6 +15,10 @@ lost); eyes only (2 points, or eyes plus a fixed eye-to-nose ratio) lost 2-3 pro
 synthetic-mask gallery crops to the same alignment gained nothing over probes alone. The point set was
 picked among 8 on these numbers; choosing on half of the MFR2 identities and scoring the other half
 (50 random halvings) still gained 2.5 probes on average.
+
+The ArcFace-style embedders (issue 11) were trained on the standard InsightFace 112x112 five-point
+template; BlazeFace has one mouth point, so the two mouth corners are merged into their mean (a 4-point
+fit). Their own packages' crops (a 3-point affine, a squared box) lost 0.2-0.7 masked rank-1.
 """
 
 from __future__ import annotations
@@ -44,6 +48,33 @@ TEMPLATE_160 = np.array(
 )
 
 
+# InsightFace's ArcFace template (112x112), mouth corners merged into the mouth centre, in ALIGN_POINTS order.
+TEMPLATE_ARCFACE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [56.1396, 92.2848],
+    ],
+    dtype=np.float32,
+)
+
+# Template name (a manifest's "alignment.template") -> (ALIGN_POINTS coordinates, native crop size).
+TEMPLATES: dict[str, tuple[np.ndarray, int]] = {
+    "facenet160": (TEMPLATE_160, CROP_SIZE),
+    "arcface112": (TEMPLATE_ARCFACE_112, 112),
+}
+DEFAULT_TEMPLATE = "facenet160"
+
+
+def template_points(template: str) -> tuple[np.ndarray, int]:
+    """(points, native size) of a named template; ValueError naming the known ones otherwise."""
+    try:
+        return TEMPLATES[template]
+    except KeyError:
+        raise ValueError(f"unknown alignment template {template!r}; known: {', '.join(sorted(TEMPLATES))}") from None
+
+
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2x3 matrix of the similarity (rotation, uniform scale, translation) mapping src onto dst.
 
@@ -66,19 +97,24 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rot, t[:, None]]).astype(np.float32)
 
 
-def alignment_matrix(face: Face, size: int = CROP_SIZE, masked: bool = False) -> np.ndarray:
+def alignment_matrix(face: Face, size: int | None = None, masked: bool = False,
+                     template: str = DEFAULT_TEMPLATE) -> np.ndarray:
     """Frame-to-crop 2x3 matrix for ``face``; ``masked`` fits the eyes and nose only."""
+    dst, native = template_points(template)
+    size = size or native
     points = list(MASKED_ALIGN_POINTS if masked else ALIGN_POINTS)
     src = face.keypoints[points]
-    return similarity_transform(src, TEMPLATE_160[points] * (size / CROP_SIZE))
+    return similarity_transform(src, dst[points] * (size / native))
 
 
-def align_face(image: np.ndarray, face: Face, size: int = CROP_SIZE, masked: bool = False) -> np.ndarray:
-    """Aligned RGB uint8 crop (size x size); areas outside the frame are filled by edge replication.
+def align_face(image: np.ndarray, face: Face, size: int | None = None, masked: bool = False,
+               template: str = DEFAULT_TEMPLATE) -> np.ndarray:
+    """Aligned RGB uint8 crop (size x size, default the template's own); outside the frame: edge replication.
 
     ``masked``: the crop for a face already judged masked (see MASKED_ALIGN_POINTS).
     """
-    matrix = alignment_matrix(face, size, masked)
+    matrix = alignment_matrix(face, size, masked, template)
+    size = size or template_points(template)[1]
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 

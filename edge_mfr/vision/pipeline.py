@@ -7,6 +7,7 @@ recognizer all call, so every path sees the same detector settings, alignment an
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from edge_mfr.vision.align import align_face
 from edge_mfr.vision.detector import BlazeFaceDetector, Detector
-from edge_mfr.vision.embedder import Embedder
+from edge_mfr.vision.embedder import DEFAULT_EMBEDDERS, Embedder
 from edge_mfr.vision.faces import detect_faces
 from edge_mfr.vision.types import Face
 
@@ -53,14 +54,35 @@ class StageTimes:
 
 
 class FacePipeline:
-    """Detector + aligner + embedder, loaded once."""
+    """Detector + aligner + embedders, loaded once.
+
+    ``embedders``: model file names, the primary (FaceNet: mask status and enrollment checks run on it)
+    first; None means embedder.DEFAULT_EMBEDDERS. The others are run only when asked (embed_for_identity,
+    enrollment), because clear bare faces are decided on the primary alone.
+    """
 
     def __init__(self, detector: str | Detector = "blazeface", num_threads: int = 1,
-                 models_dir: Path | None = None, embed: bool = True):
+                 models_dir: Path | None = None, embed: bool = True, embedders: Sequence[str] | None = None):
         self.detector = (make_detector(detector, num_threads, models_dir) if isinstance(detector, str)
                          else detector)
-        self.embedder = Embedder(num_threads=num_threads, models_dir=models_dir) if embed else None
+        self.embedder: Embedder | None = None
+        self.extra_embedders: list[Embedder] = []
+        if embed:
+            names = list(embedders or DEFAULT_EMBEDDERS)
+            self.embedder = Embedder(num_threads=num_threads, models_dir=models_dir, name=names[0])
+            self.extra_embedders = [Embedder(num_threads=num_threads, models_dir=models_dir, name=n)
+                                    for n in names[1:]]
         self.times = StageTimes()
+
+    @property
+    def embedders(self) -> list[Embedder]:
+        """Every loaded embedder, primary first."""
+        return ([self.embedder] if self.embedder is not None else []) + self.extra_embedders
+
+    @property
+    def embedder_ids(self) -> list[tuple[str, str]]:
+        """(model file name, sha256) of every embedder, primary first: what a gallery and a fusion are tied to."""
+        return [(e.name, e.model_sha256) for e in self.embedders]
 
     def detect(self, image: np.ndarray, crop_kind: str = "auto") -> list[Face]:
         t0 = time.perf_counter()
@@ -81,16 +103,46 @@ class FacePipeline:
         self.times.embed_ms = (t2 - t1) * 1000
         return [AnalyzedFace(f, c, e) for f, c, e in zip(faces, crops, embeddings, strict=True)]
 
-    def masked_embeddings(self, image: np.ndarray, faces: list[AnalyzedFace]) -> np.ndarray:
-        """(n, dim) embeddings of eyes-and-nose aligned crops (align.MASKED_ALIGN_POINTS) of faces in ``image``.
+    def embed_for_identity(self, image: np.ndarray, faces: Sequence[AnalyzedFace], masked: Sequence[bool],
+                           extra: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
+        """Embedder name -> (n, dim) embeddings that identify ``faces`` of ``image``: the one rule for every caller.
 
-        Only for faces already judged masked, so bare faces never pay for the second alignment.
+        A face judged ``masked`` is re-embedded from its eyes-and-nose alignment (align.MASKED_ALIGN_POINTS),
+        by every embedder; a bare face keeps the primary embedding it already has. The extra embedders run
+        only on faces flagged in ``extra`` (default: all); other faces get NaN rows there. Each template is
+        aligned once per face and shared by the embedders that use it.
         """
         if self.embedder is None:
             raise RuntimeError("this FacePipeline was built with embed=False")
-        if not faces:
-            return np.zeros((0, self.embedder.dim), np.float32)
-        return self.embedder.embed(np.stack([align_face(image, f.face, masked=True) for f in faces]))
+        n = len(faces)
+        masked_a = np.asarray(masked, dtype=bool).reshape(n)
+        extra_a = np.ones(n, bool) if extra is None else np.asarray(extra, dtype=bool).reshape(n)
+        t0 = time.perf_counter()
+        out: dict[str, np.ndarray] = {}
+        crops: dict[tuple[str, bool, int], np.ndarray] = {}
+
+        def crop(template: str, i: int) -> np.ndarray:
+            key = (template, bool(masked_a[i]), i)
+            if key not in crops:
+                crops[key] = align_face(image, faces[i].face, masked=bool(masked_a[i]), template=template)
+            return crops[key]
+
+        primary = np.stack([f.embedding for f in faces]) if n else np.zeros((0, self.embedder.dim), np.float32)
+        primary = primary.astype(np.float32, copy=True)
+        idx = np.flatnonzero(masked_a)
+        if len(idx):
+            primary[idx] = self.embedder.embed(np.stack([crop(self.embedder.template, i) for i in idx]))
+        out[self.embedder.name] = primary
+        for emb in self.extra_embedders:
+            rows = np.full((n, emb.dim), np.nan, np.float32)
+            idx = np.flatnonzero(extra_a)
+            t = time.perf_counter()
+            if len(idx):
+                rows[idx] = emb.embed(np.stack([crop(emb.template, i) for i in idx]))
+            self.times.extra[emb.name] = (time.perf_counter() - t) * 1000
+            out[emb.name] = rows
+        self.times.extra["identity_ms"] = (time.perf_counter() - t0) * 1000
+        return out
 
     def analyze(self, image: np.ndarray, crop_kind: str = "auto") -> list[AnalyzedFace]:
         return self.analyze_faces(image, self.detect(image, crop_kind=crop_kind))

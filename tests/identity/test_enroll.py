@@ -218,18 +218,19 @@ def test_only_faces_judged_masked_are_matched_by_their_masked_alignment(tmp_path
     asked: list[int] = []
 
     def spy_on(image):
-        def embed_masked(faces):
-            asked.append(len(faces))
-            return pipeline.masked_embeddings(image, faces)
-        return embed_masked
+        def embed(faces, masked, extra):
+            asked.append(int(np.sum(masked)))  # faces re-aligned on eyes and nose
+            return pipeline.embed_for_identity(image, faces, masked, extra)
+        return embed
 
     bare = identifier.identify(pipeline.analyze(astronaut), spy_on(astronaut))[0]
-    assert not bare.masked and asked == []
+    assert not bare.masked and asked == [0]
     face = pipeline.detect(astronaut, crop_kind="photo")[0]
     masked_image = render_mask(astronaut, face.keypoints, MaskStyle(*DEMO_MASK))
     analyzed = pipeline.analyze(masked_image)
     ident = identifier.identify(analyzed, spy_on(masked_image))[0]
-    assert ident.masked and asked == [1]
+    assert ident.masked and asked == [0, 1]
     assert ident.decision.person_id is not None and ident.name == "Eileen Collins"
     # A different alignment was used: its embedding is not the usual one.
-    assert not np.allclose(pipeline.masked_embeddings(masked_image, analyzed)[0], analyzed[0].embedding)
+    rerouted = pipeline.embed_for_identity(masked_image, analyzed, [True])[pipeline.embedder.name][0]
+    assert not np.allclose(rerouted, analyzed[0].embedding)

@@ -27,9 +27,11 @@ def test_manifest_matches_every_model_file(models_copy):
         assert sha256_file(path) == spec.sha256, name
 
 
-def test_models_stay_under_30_mb(models_copy):
+def test_models_stay_under_40_mb(models_copy):
+    # Issue 1 set 30 MB for detector + FaceNet + MTCNN; issue 11 adds the MediaPipe face/iris landmark
+    # models (5.1 MB, byte copies) and two extra embedders (fr_feature 1.4 MB, MobileFaceNet 5.2 MB).
     total = sum(p.stat().st_size for p in models_copy.glob("*.tflite"))
-    assert total < 30_000_000
+    assert total < 40_000_000
 
 
 def test_changed_byte_is_refused_with_the_file_name(models_copy):

@@ -261,7 +261,8 @@ class EdgeMfr:
         from edge_mfr.vision.mask_status import MaskStatusClassifier
         from edge_mfr.vision.pipeline import FacePipeline
 
-        self.pipeline = FacePipeline("blazeface", num_threads=threads)
+        # FaceNet alone: the peer bench's protocol enrolls with one embedder (fused enrollment: issue 11 follow-up)
+        self.pipeline = FacePipeline("blazeface", num_threads=threads, embedders=["facenet_int8.tflite"])
         self.mask_status = MaskStatusClassifier.load()
         self.classifier = None
 
@@ -281,7 +282,6 @@ class EdgeMfr:
         return self.pipeline.detect(image, crop_kind="photo")
 
     def recognize(self, image: np.ndarray) -> list[str | None]:
-        from edge_mfr.identity.identify import reembed_masked
         from edge_mfr.vision.mask_status import features
 
         faces = self.pipeline.detect(image, crop_kind="photo")
@@ -290,8 +290,9 @@ class EdgeMfr:
         analyzed = self.pipeline.analyze_faces(image, faces)
         e = np.stack([a.embedding for a in analyzed])
         masked = self.mask_status.decision(features(e, [a.crop for a in analyzed])) > 0
-        e = reembed_masked(e, masked, lambda idx: self.pipeline.masked_embeddings(image, [analyzed[i] for i in idx]))
-        return [d.person_id for d in self.classifier.decide(e, masked)]
+        # The same rule as Identifier.identify: masked faces are matched by their eyes-and-nose crop.
+        return [d.person_id for d in self.classifier.decide(self.pipeline.embed_for_identity(image, analyzed, masked),
+                                                            masked)]
 
 
 def load_system(name: str, threads: int):

@@ -67,7 +67,9 @@ def _edge_accuracy(threads: int, view_dir: Path, subsets: list[str], strangers: 
     from edge_mfr.vision.pipeline import FacePipeline
     from tools.bench.protocol import split
 
-    pipeline = FacePipeline("blazeface", num_threads=threads)
+    # FaceNet alone, as systems.EdgeMfr's speed runs (their gallery comes from this enrollment); the fused
+    # default set is measured by `edge-mfr eval` / `edge-mfr bench` (README), not yet by the peer bench.
+    pipeline = FacePipeline("blazeface", num_threads=threads, embedders=["facenet_int8.tflite"])
     report = run_eval(view_dir, subsets, strangers, pipeline)
     report = {k: v for k, v in report.items() if not k.startswith("_")}
     embeddings, labels, synthetic = [], [], []

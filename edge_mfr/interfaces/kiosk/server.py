@@ -258,7 +258,7 @@ class Kiosk:
         try:
             cfg = self.app.config
             pipeline = FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
-                                    models_dir=self.app.models_dir)
+                                    models_dir=self.app.models_dir, embedders=cfg.recognition.embedders)
             return enroll(self.gallery_path, name, paths, pipeline, EnrollOptions(), add_to_existing=add,
                           allowed=allowed)
         finally:
