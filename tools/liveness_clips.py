@@ -45,6 +45,20 @@ def stills(data: Path, split: str) -> list[tuple[str, Path]]:
     return people[:half] if split == "design" else people[half:]
 
 
+def face_print(photo: np.ndarray, detector) -> np.ndarray:
+    """The part of ``photo`` an attacker would print or show: its main face with head and shoulders."""
+    from edge_mfr.vision.faces import best_face, detect_faces
+
+    face = best_face(detect_faces(detector, photo), photo.shape)
+    if face is None:
+        return photo
+    x1, y1, x2, y2 = face.box
+    cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 2.2
+    h, w = photo.shape[:2]
+    top, left = int(max(cy - side / 2, 0)), int(max(cx - side / 2, 0))
+    return np.ascontiguousarray(photo[top:int(min(cy + side / 2, h)), left:int(min(cx + side / 2, w))])
+
+
 def live_clips(data: Path, out: Path, seed: int) -> list[Path]:
     """Real footage (15 fps) with one rendered blink each."""
     cap = cv2.VideoCapture(str(data / VIDEO))
@@ -87,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=75, help="frames per attack clip (15 fps)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    detector = make_detector("blazeface")
     for path in live_clips(args.data, args.out, args.seed):
         print("real", path)
     for n, (who, photo) in enumerate(stills(args.data, args.split)):
-        image = read_image(photo)
+        image = face_print(read_image(photo), detector)
         for k, kind in enumerate(ATTACK_KINDS):
             frames = attack_frames(image, kind, seed=args.seed * 1000 + n * 10 + k, frames=args.frames, fps=FPS)
             print("attack", write_clip(args.out / f"attack_{kind}_{who}.mp4", frames, FPS))

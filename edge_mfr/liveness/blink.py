@@ -26,11 +26,14 @@ class BlinkDetector:
     min_open: float = 0.18  # open level below this: the eyes are not measurable (too small, too turned)
     min_presence: float = 0.5
     min_samples: int = 3  # open samples needed before a drop can count
+    min_history_s: float = 0.5  # and the time they must span: an open level from 0.2 s of jitter is noise
     samples: deque[tuple[float, float]] = field(default_factory=deque)
-    blinked_at: float | None = None
+    blinked_at: float | None = None  # end of the first blink
+    last_blink_at: float | None = None
     blinks: int = 0
     _closed_since: float | None = None
     _closed_level: float = 0.0
+    _squinting: bool = False  # closed too long: the eye must open again before a closure counts
 
     def open_level(self) -> float:
         """The 80th percentile of recent openness: the eyes' open level, robust to the blink itself."""
@@ -46,9 +49,13 @@ class BlinkDetector:
         while self.samples and t - self.samples[0][0] > self.window_s:
             self.samples.popleft()
         level = self.open_level()
-        ready = len(self.samples) >= self.min_samples and level >= self.min_open
+        ready = (len(self.samples) >= self.min_samples and level >= self.min_open
+                 and t - self.samples[0][0] >= self.min_history_s)
         self.samples.append((t, openness))
         if not ready:
+            return False
+        if self._squinting:
+            self._squinting = openness < self.open_ratio * level
             return False
         if self._closed_since is None:
             if openness < self.close_ratio * level:
@@ -56,16 +63,18 @@ class BlinkDetector:
                 self._closed_level = level
             return False
         if t - self._closed_since > self.max_closed_s:
-            self._closed_since = None  # too long closed: not a blink; wait for a fresh closure
+            self._closed_since = None  # too long closed: not a blink; wait for the eye to open again
+            self._squinting = True
             return False
         if openness >= self.open_ratio * self._closed_level:
             self._closed_since = None
             self.blinks += 1
+            self.last_blink_at = t
             if self.blinked_at is None:
                 self.blinked_at = t
             return True
         return False
 
-    def blinked_within(self, now: float, window_s: float) -> bool:
-        """Did a blink end in the last ``window_s`` seconds (or ever, for the first one)?"""
-        return self.blinked_at is not None and now - self.blinked_at <= window_s
+    def last_blink_within(self, now: float, window_s: float) -> bool:
+        """Did a blink end in the last ``window_s`` seconds?"""
+        return self.last_blink_at is not None and now - self.last_blink_at <= window_s
