@@ -7,9 +7,10 @@ Attacks (ISO/IEC 30107-3 presentation attack instruments, simulated):
 * ``screen``: the photo on a phone or monitor: a dark bezel round it, a bluish white point and lifted
   blacks, moire from the pixel grid beating with the camera's, a drifting perspective and glare.
 
-Live clips with a blink: real footage whose eyelids are closed for a few frames by painting the skin
-just under each eye over the eye (MediaPipe's eye contour gives the region), feathered, with a dark lash
-line where the lids meet. What is rendered is only the lids; the face, its motion and the camera are real.
+Live clips with a blink: real footage whose eyelids are closed for a few frames by painting the eye
+(MediaPipe's eye contour, enlarged) with the median colour of the skin round it, slightly darker,
+feathered, with a dark lash line where the lids meet. What is rendered is only the lids; the face, its
+motion and the camera are real.
 """
 
 from __future__ import annotations
@@ -140,22 +141,27 @@ def close_eyes(image: np.ndarray, landmarks: np.ndarray, amount: float) -> np.nd
     h, w = image.shape[:2]
     for contour in (RIGHT_EYE_CONTOUR, LEFT_EYE_CONTOUR):
         pts = landmarks[list(contour), :2].astype(np.float32)
-        x0, y0 = pts.min(axis=0)
-        x1, y1 = pts.max(axis=0)
-        eye_h = max(y1 - y0, 2.0)
-        grow = max(2.0, 0.35 * eye_h)
+        y0 = float(pts[:, 1].min())
+        eye_h = max(float(np.ptp(pts[:, 1])), 2.0)
+        eye_w = max(float(np.ptp(pts[:, 0])), 2.0)
         centre = pts.mean(axis=0)
-        poly = centre + (pts - centre) * np.float32([1.15, 1.0 + grow / eye_h])
-        mask = np.zeros((h, w), np.float32)
-        cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1.0)
-        lid_y = y0 - grow + amount * (eye_h + 2 * grow)
-        mask[int(max(lid_y, 0)):, :] = 0
-        shift = int(round(eye_h + 2 * grow))  # the cheek right under the eye: plain skin, no brow hair
-        skin = cv2.GaussianBlur(np.roll(out, -shift, axis=0), (0, 0), max(1.0, 0.1 * eye_h))
-        soft = cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.15 * eye_h))[..., None]
-        out = out * (1 - soft) + skin * soft
-        if amount >= 0.9:  # lashes: a dark line along the closed lid
+        poly = centre + (pts - centre) * np.float32([1.2, 1.6])
+        eye = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(eye, [np.round(poly).astype(np.int32)], 1)
+        # The lid's colour: the skin in a ring round the eye (lids, under-eye), the eye itself left out.
+        ring = cv2.dilate(eye, np.ones((3, 3), np.uint8), iterations=max(2, int(eye_h))) & (1 - eye)
+        if not ring.any():
+            continue
+        skin = np.median(out[ring.astype(bool)], axis=0)
+        lid = np.zeros((h, w), np.float32)
+        lid[eye.astype(bool)] = 1.0
+        top = y0 - 0.3 * eye_h
+        lid[int(max(top + amount * 1.6 * eye_h, 0)):, :] = 0
+        soft = cv2.GaussianBlur(lid, (0, 0), max(1.0, 0.12 * eye_h))[..., None]
+        shading = 1 - 0.08 * soft  # a closed lid is a little darker than the skin round it
+        out = out * (1 - soft) + skin * shading * soft
+        if amount >= 0.9:  # lashes: a dark line where the lids meet
             seam = (pts[[0, 1, 2, 3, 4, 5, 6, 7, 8]] * 2 + pts[[0, 15, 14, 13, 12, 11, 10, 9, 8]]) / 3
-            cv2.polylines(out, [np.round(seam).astype(np.int32)], False, (40, 30, 30), max(1, int(eye_h / 4)),
-                          cv2.LINE_AA)
+            cv2.polylines(out, [np.round(seam).astype(np.int32)], False, (45, 35, 35),
+                          max(1, int(round(eye_w / 12))), cv2.LINE_AA)
     return np.clip(out, 0, 255).astype(np.uint8)
