@@ -415,3 +415,11 @@ def test_mqtt_protocol_from_the_environment_and_bad_values(tmp_path):
     assert "mqtt.max_command_bytes" in line and "256" in line
     (line,) = problems(write(tmp_path, "[mqtt]\ncommand_window_seconds = 0\n"))
     assert "mqtt.command_window_seconds" in line
+
+
+def test_a_misspelt_liveness_mode_and_an_empty_window_are_named(tmp_path):
+    path = write(tmp_path, '[[doors]]\nname = "front"\nrelay_pin = 17\nliveness = "blinks"\n'
+                           'liveness_window_seconds = 0\n')
+    lines = config_check(path, environ={})
+    assert lines == [f"{path}: doors[0].liveness: Input should be 'blink' or 'off' (got 'blinks')",
+                     f"{path}: doors[0].liveness_window_seconds: Input should be greater than 0 (got 0)"]
