@@ -76,5 +76,5 @@ class BlinkDetector:
         return False
 
     def last_blink_within(self, now: float, window_s: float) -> bool:
-        """Did a blink end in the last ``window_s`` seconds?"""
-        return self.last_blink_at is not None and now - self.last_blink_at <= window_s
+        """Did a blink end in the last ``window_s`` seconds? (A clock that went back counts as no.)"""
+        return self.last_blink_at is not None and 0 <= now - self.last_blink_at <= window_s

@@ -4,8 +4,8 @@ Only tracks that could open the door are measured (any identification vote for a
 the landmark and iris models cost several times the detector on a Pi, and strangers or empty scenes
 never pay it. A candidate that has not blinked within the last ``window_s`` seconds is held back from
 the policy (the door stays locked) and shown as waiting ("blink to enter"); when its first ``window_s``
-seconds pass without a blink, one ``liveness_refused`` event with the reason is emitted for it. A later
-blink still lets the person in: the check asks for a blink within the window, not for a fast one.
+seconds pass without a blink, one ``liveness_refused`` event with the reason is emitted for it (none once
+it has passed). A later blink still lets the person in: the check asks for a recent blink, not a fast one.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ PASSED = "passed"
 class _State:
     since: float
     blink: BlinkDetector
-    refused: bool = False
+    settled: bool = False  # passed once or refused once: no (further) refusal event for this track
 
 
 @dataclass
@@ -57,18 +57,22 @@ class LivenessGate:
         events: list[tuple[str, dict[str, Any]]] = []
         for track in tracks:
             if not self.candidate(track):
-                allowed.append(track)  # unknown or undecided: the policy handles it as before
+                allowed.append(track)  # never voted an enrolled person: the policy handles it as before
                 continue
             state = self.states.setdefault(track.id, _State(now, BlinkDetector(window_s=self.window_s)))
             if track.visible:
                 eye = self.eyes.measure(image, track.face)
                 self.measured += 1
                 state.blink.update(now, eye.openness, eye.presence)
+            if track.decided in (None, UNKNOWN):
+                allowed.append(track)  # undecided tracks do not reach the policy; unknown ones must (lockout)
+                continue
             if state.blink.last_blink_within(now, self.window_s):
+                state.settled = True
                 allowed.append(track)
                 continue
-            if not state.refused and now - state.since >= self.window_s and track.decided not in (None, UNKNOWN):
-                state.refused = True
+            if not state.settled and now - state.since >= self.window_s:
+                state.settled = True
                 events.append(("liveness_refused", {
                     "door": door, "track_id": track.id, "person_id": track.decided,
                     "reason": f"no blink within {self.window_s:.1f} s (liveness check)"}))
