@@ -433,7 +433,12 @@ class Appliance:
         t1 = time.perf_counter()
         self.stats.faces += len(faces)
         tracks = self.tracker.update(faces, index)
-        todo = [(i, t) for i, t in enumerate(tracks) if t.needs_embedding(index)]
+        if self.liveness is not None:  # before embedding: a face with its eyes shut is not embedded
+            t2 = time.perf_counter()
+            self.liveness.measure(tracks, frame.image, float(frame.timestamp), self.tracker.ended)
+            self.stats.liveness_ms += (time.perf_counter() - t2) * 1000
+        todo = [(i, t) for i, t in enumerate(tracks) if t.needs_embedding(index)
+                and not (self.liveness is not None and self.liveness.eyes_closed(t.id))]
         embedded: set[int] = set()
         if todo:
             analyzed = self.pipeline.analyze_faces(frame.image, [faces[i] for i, _ in todo])
@@ -452,10 +457,7 @@ class Appliance:
 
         candidates = tracks
         if self.liveness is not None:
-            t2 = time.perf_counter()
-            candidates, refusals = self.liveness.update(tracks, frame.image, float(frame.timestamp), self.door,
-                                                        self.tracker.ended)
-            self.stats.liveness_ms += (time.perf_counter() - t2) * 1000
+            candidates, refusals = self.liveness.admit(tracks, float(frame.timestamp), self.door)
             for kind, payload in refusals:
                 self._record(kind, **payload)
         decision = self.policy.decide(observations(candidates), door=self.door)

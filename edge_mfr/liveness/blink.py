@@ -35,6 +35,11 @@ class BlinkDetector:
     _closed_level: float = 0.0
     _squinting: bool = False  # closed too long: the eye must open again before a closure counts
 
+    @property
+    def closed(self) -> bool:
+        """Is the eye closed (or squinting) as of the last trusted sample?"""
+        return self._closed_since is not None or self._squinting
+
     def open_level(self) -> float:
         """The 80th percentile of recent openness: the eyes' open level, robust to the blink itself."""
         values = sorted(v for _, v in self.samples)

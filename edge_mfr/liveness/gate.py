@@ -48,25 +48,34 @@ class LivenessGate:
             return None
         return PASSED if state.blink.last_blink_within(now, self.window_s) else WAITING
 
-    def update(self, tracks: list[Any], image: Any, now: float, door: str,
-               ended: list[Any] = ()) -> tuple[list[Any], list[tuple[str, dict[str, Any]]]]:
-        """Measure candidate tracks seen in this frame; returns (tracks the policy may see, refusal events)."""
+    def measure(self, tracks: list[Any], image: Any, now: float, ended: list[Any] = ()) -> None:
+        """Measure the eyes of the candidate tracks seen in this frame (before they are embedded)."""
         for gone in ended:
             self.states.pop(gone.id, None)
+        for track in tracks:
+            if not self.candidate(track) or not track.visible:
+                continue
+            state = self.states.setdefault(track.id, _State(now, BlinkDetector(window_s=self.window_s)))
+            eye = self.eyes.measure(image, track.face)
+            self.measured += 1
+            state.blink.update(now, eye.openness, eye.presence)
+
+    def eyes_closed(self, track_id: int) -> bool:
+        """Are this track's eyes closed in the frame just measured? Such a face is a poor one to embed:
+        with a mask on, closed eyes leave nothing to recognise, and its unknown votes would count."""
+        state = self.states.get(track_id)
+        return state is not None and state.blink.closed
+
+    def admit(self, tracks: list[Any], now: float, door: str) -> tuple[list[Any], list[tuple[str, dict[str, Any]]]]:
+        """The tracks the policy may see (after :meth:`measure` and the votes), and refusal events."""
         allowed: list[Any] = []
         events: list[tuple[str, dict[str, Any]]] = []
         for track in tracks:
-            if not self.candidate(track):
-                allowed.append(track)  # never voted an enrolled person: the policy handles it as before
-                continue
-            state = self.states.setdefault(track.id, _State(now, BlinkDetector(window_s=self.window_s)))
-            if track.visible:
-                eye = self.eyes.measure(image, track.face)
-                self.measured += 1
-                state.blink.update(now, eye.openness, eye.presence)
             if track.decided in (None, UNKNOWN):
-                allowed.append(track)  # undecided tracks do not reach the policy; unknown ones must (lockout)
+                allowed.append(track)  # undecided (left out by the policy anyway) or unknown (lockout counts)
                 continue
+            # Decided for a person: a candidate even when its first known vote came after this frame's measure.
+            state = self.states.setdefault(track.id, _State(now, BlinkDetector(window_s=self.window_s)))
             if state.blink.last_blink_within(now, self.window_s):
                 state.settled = True
                 allowed.append(track)

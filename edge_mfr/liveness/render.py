@@ -145,7 +145,7 @@ def close_eyes(image: np.ndarray, landmarks: np.ndarray, amount: float) -> np.nd
         eye_h = max(float(np.ptp(pts[:, 1])), 2.0)
         eye_w = max(float(np.ptp(pts[:, 0])), 2.0)
         centre = pts.mean(axis=0)
-        poly = centre + (pts - centre) * np.float32([1.2, 1.6])
+        poly = centre + (pts - centre) * np.float32([1.35, 2.0])
         eye = np.zeros((h, w), np.uint8)
         cv2.fillPoly(eye, [np.round(poly).astype(np.int32)], 1)
         # The lid's colour: the skin in a ring round the eye (lids, under-eye), the eye itself left out.
@@ -158,10 +158,10 @@ def close_eyes(image: np.ndarray, landmarks: np.ndarray, amount: float) -> np.nd
         top = y0 - 0.3 * eye_h
         lid[int(max(top + amount * 1.6 * eye_h, 0)):, :] = 0
         soft = cv2.GaussianBlur(lid, (0, 0), max(1.0, 0.12 * eye_h))[..., None]
-        shading = 1 - 0.08 * soft  # a closed lid is a little darker than the skin round it
+        shading = 1 - 0.15 * soft  # a closed lid is a little darker than the skin round it
         out = out * (1 - soft) + skin * shading * soft
-        if amount >= 0.9:  # lashes: a dark line where the lids meet
-            seam = (pts[[0, 1, 2, 3, 4, 5, 6, 7, 8]] * 2 + pts[[0, 15, 14, 13, 12, 11, 10, 9, 8]]) / 3
+        if amount >= 0.9:  # lashes: a dark line along the lower lid, where the closed lids meet
+            seam = pts[[0, 1, 2, 3, 4, 5, 6, 7, 8]]  # a closed upper lid meets the lower one
             cv2.polylines(out, [np.round(seam).astype(np.int32)], False, (45, 35, 35),
                           max(1, int(round(eye_w / 12))), cv2.LINE_AA)
     return np.clip(out, 0, 255).astype(np.uint8)

@@ -44,14 +44,17 @@ def decision(person: str | None) -> Decision:
 def run(votes: list[str | None], series: list[float], frames: int = 30, window_s: float = 1.0):
     tracker = Tracker(vote_n=1, vote_m=3)
     gate = LivenessGate(ScriptedEyes(series), window_s=window_s)
-    seen, events = [], []
+    seen, events, closed = [], [], []
     for i in range(frames):
         (track,) = tracker.update([face()], i)
+        gate.measure([track], None, i / FPS, tracker.ended)
+        closed.append(gate.eyes_closed(track.id))
         if i < len(votes):
             track.add_identification(decision(votes[i]), i)
-        allowed, refusals = gate.update([track], None, i / FPS, "front", tracker.ended)
+        allowed, refusals = gate.admit([track], i / FPS, "front")
         seen.append([o.person_id for o in observations(allowed)])
         events += refusals
+    run.closed = closed
     return gate, track, seen, events
 
 
@@ -73,5 +76,6 @@ def test_a_blink_lets_the_recognised_face_through_from_the_frame_it_ends():
     series = [0.45] * 10 + [0.2, 0.2] + [0.45] * 5
     gate, track, seen, events = run(["ada"], series)
     first = next(i for i, s in enumerate(seen) if s == ["ada"])
-    assert first == 12  # frames 10-11 closed, open again in frame 12
-    assert gate.status(track.id, 12 / FPS) == PASSED and events == []
+    assert first == 13  # measured from frame 1 (after the first vote): closed in 11-12, open in 13
+    assert gate.status(track.id, 13 / FPS) == PASSED and events == []
+    assert [i for i, c in enumerate(run.closed) if c] == [11, 12]  # the frames the loop does not embed
