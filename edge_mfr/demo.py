@@ -125,7 +125,7 @@ def demo_script(cast: Actors, fps: float = FPS) -> tuple[list[Any], list[Segment
     from edge_mfr.liveness.render import BLINK_PROFILE
 
     n = {k: round(v * fps) for k, v in
-         {"approach": 4.0, "away": 2.0, "photo": 3.5, "masked": 4.5, "empty": 2.0, "stranger": 3.0,
+         {"approach": 4.5, "away": 2.0, "photo": 3.5, "masked": 4.5, "empty": 2.0, "stranger": 3.0,
           "end": 0.5}.items()}
     script: list[Any] = []
     segments = []
