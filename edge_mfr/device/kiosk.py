@@ -68,14 +68,14 @@ CAPTURE_FRAMES = 12  # live-camera enrollment: frames collected while the person
 CAPTURE_GAP_S = 0.3  # at least this long between two collected frames
 CAPTURE_TIMEOUT_S = 20.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-JOURNAL_KINDS = ["access_granted", "access_denied", "unknown_face", "lockout", "lockout_ended", "unlocked",
-                 "locked", "unlock_refused", "watchdog_tripped", "door_opened", "door_closed", "door_forced",
-                 "door_held_open", "exit_button", "gallery_reloaded", "gallery_error", "source_lost",
+JOURNAL_KINDS = ["access_granted", "access_denied", "unknown_face", "liveness_refused", "lockout", "lockout_ended",
+                 "unlocked", "locked", "unlock_refused", "watchdog_tripped", "door_opened", "door_closed",
+                 "door_forced", "door_held_open", "exit_button", "gallery_reloaded", "gallery_error", "source_lost",
                  "source_restored", "started", "stopped"]
 EVENT_TEXT = {"access_granted": "granted", "access_denied": "denied", "unknown_face": "unknown face",
               "lockout": "lockout", "lockout_ended": "lockout ended", "unlocked": "door unlocked",
               "locked": "door locked", "watchdog_tripped": "watchdog relocked the door",
-              "gallery_reloaded": "people updated"}
+              "gallery_reloaded": "people updated", "liveness_refused": "no blink, not let in"}
 ADMIN_OFF = "admin pages are disabled: set kiosk.admin_password_file"
 CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
@@ -211,7 +211,10 @@ class StatusBoard:
             return list(self._events)
 
     def banner(self, report: Any, unlocked: bool, lockout_s: float) -> dict[str, str]:
-        """Welcome, NAME / Access denied / Unknown / Locked out / Door open / Door locked."""
+        """Welcome, NAME / Blink to enter / Access denied / Unknown / Locked out / Door open / Door locked.
+
+        "Blink to enter" while a recognised face waits for the door's liveness check (a track view whose
+        ``liveness`` is "waiting"): without it the person would not know why the door stays shut."""
         now = self.clock()
         tracks = report.tracks if report is not None else []
         with self._lock:
@@ -220,6 +223,8 @@ class StatusBoard:
             return {"kind": "lockout", "text": f"Locked out: try again in {lockout_s:.0f} s"}
         if grant and (now - grant[0] < self.hold_s or any(t.track_id == grant[2] for t in tracks)):
             return {"kind": "welcome", "text": f"Welcome, {grant[1]}"}
+        if any(getattr(t, "liveness", None) == "waiting" for t in tracks):
+            return {"kind": "blink", "text": "Blink to enter"}
         if deny and now - deny[0] < self.hold_s:
             return {"kind": "denied", "text": "Access denied"}
         if now - unknown_at < self.hold_s or any(t.decided == "unknown" for t in tracks):
