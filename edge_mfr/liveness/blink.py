@@ -1,7 +1,7 @@
 """Blink detection on one track's eye-openness signal: open -> closed -> open within a time window.
 
 A printed photo or a phone showing a still never closes its eyes; a live person blinks every few
-seconds, and at a door can be asked to. Eye aspect ratios differ between people, with glasses and with
+seconds, and at a door can be asked to. Eye openness differs between people, with glasses and with
 the camera angle, so "closed" is judged against the track's own open level (a high percentile of its
 recent samples), not a fixed number: a closure is a drop below ``close_ratio`` of that level, the blink
 ends when the eye is back above ``open_ratio`` of it, and the closure must be short (a blink, not a
