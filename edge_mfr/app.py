@@ -24,6 +24,10 @@ Everything that happens goes to the journal (decisions with their reasons, lock 
 ``on_event`` hooks, which MQTT and the kiosk subscribe to; ``on_frame`` hooks see every processed frame.
 Hooks must be quick and thread-safe: lock events (unlocked, locked, watchdog_tripped, door contact) arrive
 from the lock's own dispatcher thread, everything else from the frame loop.
+
+Why one file: the start-up order, the frame loop and every way out (stop, end of input, exception, signal,
+camera loss) form one fail-secure sequence around the same few fields; the subscribers (MQTT, the kiosk)
+live in edge_mfr/interfaces/, and splitting the lifecycle would spread the relock paths across files.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +55,7 @@ GALLERY_CHECK_S = 1.0  # how often the gallery file's mtime is looked at
 STATUS_EVERY_S = 10.0  # how often `systemctl status` text is refreshed
 FPS_WINDOW = 30  # frames over which the current fps is measured
 # Policy events that are decisions about a person: journalled with the policy's reasons.
-# EDGE_MFR_GPIO=mock simulates GPIO even on a Pi (tests, trying the software on the device itself).
+# Test override of the config's device.gpio: EDGE_MFR_GPIO=mock simulates GPIO whatever the config says.
 GPIO_ENV = "EDGE_MFR_GPIO"
 DECISION_EVENTS = frozenset({"access_granted", "access_denied", "unknown_face", "lockout"})
 
@@ -147,6 +151,30 @@ class _PolicyClock:
         return datetime.now(self._tz) if self._tz else datetime.now()
 
 
+Subscriber = Callable[["Appliance"], Any]  # called once during start-up; hooks itself onto on_event/on_frame
+
+
+def default_interfaces(config: Any) -> list[Subscriber]:
+    """The subscribers the config enables: MQTT first (its outbox takes the start-up records), then the kiosk."""
+    found: list[Subscriber] = []
+    if config.mqtt.enabled:
+        from edge_mfr.interfaces.mqtt_link import attach_mqtt
+
+        found.append(attach_mqtt)
+    if config.kiosk.enabled:
+        from edge_mfr.interfaces.kiosk.server import attach_kiosk
+
+        found.append(attach_kiosk)
+    return found
+
+
+def gpio_mock(setting: str, environ: Mapping[str, str]) -> bool | None:
+    """``device.gpio`` as make_pin_factory's ``mock`` (None: decide by the board); $EDGE_MFR_GPIO=mock wins."""
+    if environ.get(GPIO_ENV, "").lower() == "mock":
+        return True
+    return {"mock": True, "real": False}.get(setting)
+
+
 def lock_doors(doors: list[Any]) -> list[Any]:
     """config.DoorConfig (pydantic) -> device.lock.DoorConfig (the lock's frozen dataclass)."""
     from dataclasses import fields as dc_fields
@@ -155,24 +183,6 @@ def lock_doors(doors: list[Any]) -> list[Any]:
 
     names = {f.name for f in dc_fields(DoorConfig)}
     return [DoorConfig(**{k: v for k, v in d.model_dump().items() if k in names}) for d in doors]
-
-
-def make_camera(camera: Any, spec: str | None = None) -> Any:
-    """The raw frame source the config (or ``spec``) names, with the options its backend takes."""
-    from edge_mfr.stream.sources import make_source
-
-    spec = spec or camera.source
-    if spec == "picamera2" or spec.startswith("picamera2:"):
-        return make_source(spec, size=(camera.width, camera.height),
-                           lores_size=(camera.lores_width, camera.lores_height), fps=camera.fps)
-    if spec.startswith("/dev/") or spec.isdigit() or "://" in spec:
-        return make_source(spec, width=camera.width, height=camera.height, fps=camera.fps)
-    if spec == "synthetic":
-        from edge_mfr.cli import sample_image  # the astronaut, read without importing scikit-image
-
-        face = sample_image()[0:300, 100:340].copy()
-        return make_source(spec, faces=face, size=(camera.width, camera.height), fps=camera.fps, loop=True)
-    return make_source(spec)
 
 
 class _Closer:
@@ -203,16 +213,17 @@ class _Stop(BaseException):
 class Appliance:
     """The door appliance. ``run()`` starts it (unless :meth:`start` was called), loops, and always relocks.
 
-    Injected for tests and the demo: ``source`` (any FrameSource; default: ``config.camera``),
-    ``pin_factory`` (default: real GPIO on a Pi, gpiozero MockFactory elsewhere, logged; ``EDGE_MFR_GPIO=mock``
-    in the environment simulates on a Pi too), ``notifier``
+    Injected by the entry point, tests and the demo: ``interfaces`` (subscribers called once during start-up,
+    default: :func:`default_interfaces` of the config), ``source`` (any FrameSource; default: ``config.camera``),
+    ``pin_factory`` (default: as ``device.gpio`` says: real GPIO on a Pi, gpiozero MockFactory elsewhere,
+    logged; ``EDGE_MFR_GPIO=mock`` in the environment simulates whatever the config says, for tests), ``notifier``
     (default: sd_notify), ``clock`` (monotonic seconds; drives the policy's cooldowns and the stats).
     ``pace`` replays a finite source (a video file) at its own frame rate, as a camera would deliver it.
     """
 
     def __init__(self, config: Any, *, source: Any = None, pin_factory: Any = None, notifier: Any = None,
                  clock: Callable[[], float] = time.monotonic, pace: bool = False,
-                 models_dir: Path | None = None):
+                 models_dir: Path | None = None, interfaces: Sequence[Subscriber] | None = None):
         from edge_mfr.device.notify import Notifier
 
         self.config = config
@@ -235,6 +246,8 @@ class Appliance:
         self.kiosk: Any = None  # the web view when kiosk.enabled (None when its port was taken)
         self._given_source = source
         self._pin_factory = pin_factory
+        # Subscribers (MQTT, the kiosk) the entry point wires in; by default those the config enables.
+        self.interfaces = list(interfaces) if interfaces is not None else default_interfaces(config)
         self.source: Any = None
         self._first_frame: Any = None
         self._stop = threading.Event()
@@ -267,6 +280,7 @@ class Appliance:
         from edge_mfr.device.journal import Journal
         from edge_mfr.device.lock import LockBank, make_pin_factory
         from edge_mfr.policy import AccessPolicy
+        from edge_mfr.stream.camera import make_camera
         from edge_mfr.stream.sources import Backoff, ResilientSource
         from edge_mfr.stream.tracker import Tracker
         from edge_mfr.vision.pipeline import FacePipeline
@@ -291,7 +305,7 @@ class Appliance:
             self.source = ResilientSource(raw, backoff=backoff, on_event=self._source_event, stop=self._stop)
         factory = self._pin_factory
         if factory is None:
-            factory = make_pin_factory(mock=True if os.environ.get(GPIO_ENV, "").lower() == "mock" else None)
+            factory = make_pin_factory(mock=gpio_mock(cfg.device.gpio, os.environ))
         watchdog = cfg.watchdog_seconds or None
         self.bank = LockBank(lock_doors(cfg.doors), factory, self._lock_event, watchdog_s=watchdog)
         rec = cfg.recognition
@@ -304,12 +318,8 @@ class Appliance:
 
             eyes = EyeOpenness(num_threads=cfg.models.threads, models_dir=self.models_dir)
             self.liveness = LivenessGate(eyes, window_s=door_cfg.liveness_window_seconds)
-        if cfg.mqtt.enabled:
-            self._start_mqtt()
-        if cfg.kiosk.enabled:
-            from edge_mfr.device.kiosk import start_kiosk
-
-            self.kiosk = start_kiosk(self)  # a taken port is journalled; a bad password file aborts
+        for attach in self.interfaces:  # MQTT first: its outbox takes the start-up records below
+            attach(self)  # a broker or kiosk port problem is journalled; a bad secret or password file aborts
         for door in self.bank:
             self._record("locked", door=door.name, reason="startup", relay="off")
         people = len(self.identifier.gallery.people)
@@ -508,7 +518,7 @@ class Appliance:
         """JPEG of the face a decision is about, for ``<prefix>/snapshot/<kind>``; only with mqtt.snapshots."""
         if self.mqtt is None or not self.config.mqtt.snapshots or image is None:
             return None
-        from edge_mfr.device.mqtt import encode_snapshot
+        from edge_mfr.interfaces.mqtt import encode_snapshot
 
         track = next((t for t in tracks if t.id == track_id), None)
         if track is None:
@@ -635,74 +645,15 @@ class Appliance:
                 "people": len(self.identifier.gallery.people) if self.identifier is not None else 0,
                 "lockout_s": round(self.policy.lockout_remaining(), 1) if self.policy is not None else 0.0}
 
-    # ------------------------------------------------------------------------------------------------ MQTT
+    # ----------------------------------------------------------------------------------------- subscribers
 
-    def _start_mqtt(self) -> None:
-        """Connect in the background: events through the journal's outbox, retained state, commands.
+    def record(self, kind: str, **payload: Any) -> None:
+        """Journal an event and hand it to the ``on_event`` hooks (for subscribers: MQTT, the kiosk)."""
+        self._record(kind, **payload)
 
-        A broker that is down does not keep the door from working: the client retries with back-off and
-        logs why, and the outbox keeps the events until the broker answers. A configuration mistake (an
-        unreadable password, secret or TLS file) aborts start-up like any other.
-        """
-        from edge_mfr import __version__
-        from edge_mfr.device.mqtt import DoorInfo, MqttClient, MqttSettings
-        from edge_mfr.device.mqtt_commands import CommandHandler, GalleryCommands
-        from edge_mfr.vision.pipeline import FacePipeline
-
-        cfg = self.config
-        settings = MqttSettings.from_config(cfg)
-        models_dir = self.models_dir
-
-        def enroll_pipeline() -> Any:  # its own interpreters: TFLite ones must not be shared across threads
-            return FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
-                                models_dir=models_dir)
-
-        gallery = GalleryCommands(cfg.recognition.gallery, enroll_pipeline)  # the loop sees the new file
-        reload_wanted = threading.Event()  # set by the command thread, served by the frame thread
-        handler = CommandHandler(settings.topic_prefix or "", self.bank, secret=settings.command_secret,
-                                 journal=self.journal, limits=settings.command_limits(),
-                                 enroll=gallery.enroll, remove_person=gallery.remove_person,
-                                 reload=reload_wanted.set)
-        doors = [DoorInfo(d.name, has_contact=d.contact_pin is not None) for d in cfg.doors]
-        client = MqttClient(settings, journal=self.journal, handler=handler, doors=doors)
-        client.publish_lock_states(self.bank.state())  # cached, sent on every (re)connect
-        client.set_state("models", {"edge_mfr": __version__, "detector": cfg.models.detector,
-                                    "embedder_sha256": self.pipeline.embedder.model_sha256})
-        client.set_state("people_count", len(self.identifier.gallery.people))
-        announced: dict[int, str] = {}  # track id -> the person it was announced as
-        last_state = [-math.inf]
-
-        def on_frame(report: FrameReport) -> None:
-            """Frame thread: reload when asked, announce newly recognised tracks, refresh fps and people."""
-            if reload_wanted.is_set():
-                reload_wanted.clear()
-                self._gallery_sig, self._gallery_checked = None, -math.inf  # the next frame re-reads it
-            for ended in self.tracker.ended:
-                announced.pop(ended.id, None)
-            for t in self.tracker.tracks:  # the score the policy decided on, as in access_granted
-                if t.decided not in (None, "unknown") and announced.get(t.id) != t.decided:
-                    announced[t.id] = t.decided
-                    ident = t.identification
-                    self._record("recognized", door=self.door, person_id=t.decided,
-                                 name=getattr(ident, "name", None), masked=bool(t.masked),
-                                 score=round(float(t.best_score), 4), track_id=t.id,
-                                 allowed=bool(getattr(ident, "allowed", False)))
-            now = self.clock()
-            if now - last_state[0] >= STATUS_EVERY_S:
-                last_state[0] = now
-                client.set_state("fps", round(self.stats.fps, 1))
-                client.set_state("people_count", len(self.identifier.gallery.people))
-
-        def on_event(kind: str, event: dict[str, Any]) -> None:
-            if kind == "gallery_reloaded":
-                client.set_state("people_count", event.get("people", 0))
-
-        self.mqtt = client
-        self.on_event += [client.on_app_event, on_event]  # lock, door and last-person state
-        self.on_frame.append(on_frame)
-        client.start()
-        log.info("MQTT: connecting to %s:%s in the background as %s; events wait in the journal until the "
-                 "broker answers", settings.host, settings.port, settings.client_id)
+    def request_gallery_reload(self) -> None:
+        """Re-read the gallery file at the next frame (thread-safe: only the frame thread acts on it)."""
+        self._gallery_sig, self._gallery_checked = None, -math.inf
 
     def _mqtt_messages(self, event: dict[str, Any], snapshot: bytes | None = None) -> list[tuple]:
         """A journal event's outbox messages; ``masked`` left out unless policy.announce_masked."""
@@ -795,7 +746,7 @@ def run_command(config_path: Path | None, source: str | None = None, max_frames:
     cfg = load_config(config_path)
     if source:
         cfg.camera = cfg.camera.model_copy(update={"source": source})
-    app = Appliance(cfg, models_dir=models_dir, pace=realtime)
+    app = Appliance(cfg, models_dir=models_dir, pace=realtime, interfaces=default_interfaces(cfg))
     code = app.run(max_frames=max_frames)
     s = app.stats
     print(f"stopped after {s.frames} frames ({s.fps_mean:.1f} fps), {s.embeddings} embeddings, "

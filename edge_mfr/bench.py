@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import resource
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -47,7 +50,7 @@ def worker(detector: str, threads: int, iterations: int, models_dir: str | None,
 
         source = read_image(image_path)
     else:
-        from edge_mfr.cli import sample_image
+        from edge_mfr.vision.samples import sample_image
 
         source = sample_image()
     frame = _frame_640x480(source)
@@ -155,15 +158,14 @@ def _machine() -> str:
 def stream_worker(source: str, reembed_every: int, threads: int, gallery: str | None,
                   liveness: str = "off") -> dict:
     """Run the real appliance loop on a video as fast as it goes (simulated GPIO); report fps and memory."""
-    import os
     import tempfile
 
-    os.environ.setdefault("EDGE_MFR_GPIO", "mock")
     from edge_mfr.app import Appliance
     from edge_mfr.config import load_config
 
     with tempfile.TemporaryDirectory(prefix="edge-mfr-bench-") as state:
-        env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__CAMERA__SOURCE": source,
+        env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__DEVICE__GPIO": "mock",
+               "EDGE_MFR__CAMERA__SOURCE": source,
                "EDGE_MFR__RECOGNITION__REEMBED_EVERY": str(reembed_every),
                "EDGE_MFR__MODELS__THREADS": str(threads), "EDGE_MFR__DOORS__0__LIVENESS": liveness}
         if gallery:
@@ -224,20 +226,124 @@ def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None
 
 
 def _viewer_cost(source: Path, gallery: Path | None) -> dict:
-    import os
     import tempfile
 
-    os.environ.setdefault("EDGE_MFR_GPIO", "mock")
     from edge_mfr.config import load_config
-    from edge_mfr.device.kiosk import measure_viewer_cost
     from edge_mfr.stream.sources import make_source
 
     with tempfile.TemporaryDirectory(prefix="edge-mfr-bench-") as state:
-        env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__CAMERA__SOURCE": str(source)}
+        env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__DEVICE__GPIO": "mock",
+               "EDGE_MFR__CAMERA__SOURCE": str(source)}
         if gallery:
             env["EDGE_MFR__RECOGNITION__GALLERY"] = str(gallery)
         config = load_config(None, environ=env)
         return measure_viewer_cost(config, lambda: make_source(str(source)))
+
+
+# ------------------------------------------------------------------------ kiosk viewer cost
+
+_VIEWER = """
+import sys, time, urllib.request
+url, seconds = sys.argv[1], float(sys.argv[2])
+frames, end = 0, time.monotonic() + seconds
+try:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        while time.monotonic() < end:
+            line = r.readline()
+            if not line:
+                break
+            if line.startswith(b"--edgemfrframe"):
+                frames += 1
+except OSError:
+    pass
+print(frames)
+"""
+
+
+def measure_viewer_cost(config: Any, make_source: Callable[[], Any], frames: int = 120, viewers: int = 1,
+                        rounds: int = 2, models_dir: Path | None = None) -> dict[str, Any]:
+    """Frame-loop fps on the same input without and with ``viewers`` MJPEG viewers, in alternating order.
+
+    ``config`` should point at a scratch state folder (the runs journal there); ``make_source()`` returns
+    a fresh finite source (a video file) per run, which is read as fast as the loop can go. Each viewer
+    is a separate process (as a browser would be) that reads the stream for the duration of the run.
+    GPIO is simulated. Returns the mean fps of each mode, the slowdown in percent, the frames encoded for
+    the viewers, and this process's CPU time per frame (all threads: the loop plus the kiosk's drawing and
+    encoding), which other programs on a busy machine disturb far less than the fps.
+    """
+    from gpiozero.pins.mock import MockFactory  # imported here: the bench workers measure a cold start
+
+    def cpu_s() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    from edge_mfr.app import Appliance
+    from edge_mfr.errors import EdgeMfrError
+
+    class _Quiet:  # no sd_notify from a measurement
+        def ready(self, status: str | None = None) -> bool:
+            return True
+
+        status = ready
+        watchdog = ready
+        stopping = ready
+
+        def watchdog_interval(self) -> None:
+            return None
+
+    runs: dict[int, list[float]] = {0: [], viewers: []}
+    cpu_ms: dict[int, list[float]] = {0: [], viewers: []}
+    encoded: list[int] = []
+    for round_no in range(rounds):
+        for n in (0, viewers) if round_no % 2 == 0 else (viewers, 0):  # alternate: no order advantage
+            cfg = config.model_copy(deep=True)
+            update = {"enabled": True, "port": _free_port(), "bind": "127.0.0.1"}
+            cfg.kiosk = cfg.kiosk.model_copy(update=update)
+            app = Appliance(cfg, source=make_source(), pin_factory=MockFactory(), notifier=_Quiet(),
+                            models_dir=models_dir)
+            app.start()
+            kiosk, procs = app.kiosk, []
+            try:
+                if kiosk is None:
+                    raise EdgeMfrError("measure_viewer_cost: the kiosk did not start (see the log)")
+                for _ in range(n):
+                    procs.append(subprocess.Popen([sys.executable, "-c", _VIEWER, kiosk.url + "stream.mjpg",
+                                                   "600"], stdout=subprocess.DEVNULL))
+                _wait_for_viewers(kiosk, len(procs))
+                cpu0 = cpu_s()
+                app.run(max_frames=frames)
+                cpu_ms[n].append(1000.0 * (cpu_s() - cpu0) / max(app.stats.frames, 1))
+            finally:
+                app.stop()
+                for p in procs:
+                    p.terminate()
+                    p.wait()
+            if procs:
+                encoded.append(kiosk.live.encoded)
+            runs[n].append(app.stats.fps_mean)
+    without = sum(runs[0]) / len(runs[0])
+    with_viewers = sum(runs[viewers]) / len(runs[viewers])
+    cpu_without, cpu_with = (sum(cpu_ms[k]) / len(cpu_ms[k]) for k in (0, viewers))
+    return {"frames": frames, "viewers": viewers, "rounds": rounds, "fps_without": round(without, 2),
+            "fps_with": round(with_viewers, 2),
+            "slowdown_pct": round(100.0 * (without - with_viewers) / without, 1) if without else None,
+            "runs_without": [round(f, 2) for f in runs[0]], "runs_with": [round(f, 2) for f in runs[viewers]],
+            "frames_encoded_with": encoded, "cpu_ms_per_frame_without": round(cpu_without, 2),
+            "cpu_ms_per_frame_with": round(cpu_with, 2),
+            "cpu_increase_pct": round(100.0 * (cpu_with - cpu_without) / cpu_without, 1) if cpu_without else None}
+
+
+def _wait_for_viewers(kiosk: Any, n: int, timeout: float = 10.0) -> None:
+    """Until ``n`` viewers hold a stream slot (so the measurement starts with them connected)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and kiosk.streaming < n:
+        time.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -19,34 +19,11 @@ import numpy as np
 from edge_mfr import __version__
 from edge_mfr.errors import EdgeMfrError, ImageError, InputNotFoundError
 from edge_mfr.paths import default_gallery
+from edge_mfr.vision.samples import SAMPLE_NAME, sample_image
 
 log = logging.getLogger("edge_mfr")
 
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
-SAMPLE_NAME = "astronaut (scikit-image sample, public domain)"
-
-
-def sample_image() -> np.ndarray:
-    """The embedded default input: scikit-image's public-domain astronaut photo (Eileen Collins).
-
-    Read straight from the installed package's data folder: importing scikit-image itself would pull in
-    SciPy and cost tens of MiB of memory for one photo.
-    """
-    import importlib.util
-
-    from edge_mfr.vision.imageio import read_image
-
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        raise EdgeMfrError(
-            "no input given and the embedded sample needs scikit-image: pip install 'edge-mfr[demo]'"
-        )
-    path = Path(spec.submodule_search_locations[0]) / "data" / "astronaut.png"
-    if not path.is_file():
-        raise EdgeMfrError(f"{path}: scikit-image's sample photo is missing from the installed package")
-    return read_image(path)
-
-
 def iter_inputs(paths: list[str]) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
     """(name, loader) for every image named or found under a named folder."""
     from edge_mfr.vision.imageio import list_images, read_image

@@ -16,6 +16,10 @@ Sources, later ones winning:
 
 Relative paths: ``journal.path`` and ``recognition.gallery`` are relative to ``device.state_dir``; every other
 path is relative to the folder holding the config file.
+
+Why one file: it is one model tree (sections reference each other's types and validators) and the
+loader that walks it; split, a reader could no longer see every key and its default in one place, which is
+what `config check` and deploy/config.example.toml mirror.
 """
 
 from __future__ import annotations
@@ -175,6 +179,9 @@ class DeviceConfig(Section):
         default_factory=default_state_dir, description="folder for the gallery and journal (default: "
                                                        "$EDGE_MFR_STATE_DIR, $STATE_DIRECTORY, "
                                                        "/var/lib/edge-mfr when writable, else XDG data)")
+    gpio: Literal["auto", "mock", "real"] = Field(
+        "auto", description="GPIO for the doors: 'auto' (real on a Raspberry Pi, simulated elsewhere), 'mock' "
+                            "(always simulated: no relay switches), 'real' (required; an error without it)")
 
 
 class CameraConfig(Section):

@@ -83,8 +83,8 @@ class Actors:
 
 
 def actors(pipeline: Any) -> Actors:
-    from edge_mfr.cli import sample_image
     from edge_mfr.vision.imageio import read_image
+    from edge_mfr.vision.samples import sample_image
 
     eileen = np.ascontiguousarray(sample_image()[10:280, 110:340])
     faces = pipeline.detect(eileen, crop_kind="photo")
@@ -301,7 +301,7 @@ def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet:
 
     pipeline = FacePipeline(num_threads=2, models_dir=models_dir)
     photo = out / "eileen_collins.png"
-    from edge_mfr.cli import sample_image
+    from edge_mfr.vision.samples import sample_image
 
     write_image(photo, sample_image())
     person_id, result = enroll(out / "gallery.npz", NAME, [photo], pipeline, EnrollOptions())

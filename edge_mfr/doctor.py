@@ -107,7 +107,7 @@ def _camera_fix(spec: str) -> str:
 
 def check_camera(camera: Any, timeout: float) -> Check:
     """Open the configured source and wait up to ``timeout`` seconds for one frame (in a helper thread)."""
-    from edge_mfr.app import make_camera
+    from edge_mfr.stream.camera import make_camera
 
     result: dict[str, Any] = {}
 
@@ -143,11 +143,14 @@ def check_camera(camera: Any, timeout: float) -> Check:
     return Check("camera", OK, f"{spec}: {w}x{h} frame in {took:.1f} s")
 
 
-def check_gpio(doors: list[Any]) -> Check:
+def check_gpio(doors: list[Any], setting: str = "auto") -> Check:
     from edge_mfr.device.lock import is_raspberry_pi, make_pin_factory
 
     pins = ", ".join(f"{d.name}: relay {d.relay_pin} ({'active high' if d.active_high else 'active low'})"
                      for d in doors)
+    if setting == "mock":
+        return Check("gpio", WARN, f"device.gpio = \"mock\": GPIO is simulated, no relay switches [{pins}]",
+                     "set device.gpio = \"auto\" (or remove it) to drive a real door")
     if not is_raspberry_pi():
         return Check("gpio", WARN, f"not a Raspberry Pi: GPIO would be simulated (gpiozero MockFactory), no relay "
                                    f"switches [{pins}]", "fine for the demo and tests; run on the Pi for a real door")
@@ -192,7 +195,7 @@ def check_broker(cfg: Any, timeout: float = 5.0) -> Check:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge_mfr.device.mqtt import MqttClient, MqttSettings, _describe_failure
+    from edge_mfr.interfaces.mqtt import MqttClient, MqttSettings, _describe_failure
 
     where = f"{mqtt.host}:{mqtt.port}"
     try:
@@ -252,7 +255,7 @@ def run_checks(config_path: Path | None, models_dir: Path | None = None,
         return checks
     checks.append(check_gallery(cfg.recognition.gallery, embedder_sha))
     checks.append(check_camera(cfg.camera, camera_timeout))
-    checks.append(check_gpio(cfg.doors))
+    checks.append(check_gpio(cfg.doors, cfg.device.gpio))
     checks.append(check_journal(cfg.journal.path))
     checks.append(check_broker(cfg))
     return checks

@@ -13,12 +13,14 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edge_mfr.errors import EdgeMfrError, EnrollmentError, ImageError
 from edge_mfr.identity.classifier import IdentityClassifier, Thresholds
 from edge_mfr.identity.enroll import EnrollOptions, prepare_enrollment
+from edge_mfr.identity.identify import reembed_masked
 from edge_mfr.vision.align import align_face
 from edge_mfr.vision.faces import best_face
 from edge_mfr.vision.imageio import read_image
@@ -189,11 +191,10 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
         for p, m in zip(found, mask_classifier.predict(e, [p.crop for p in found]), strict=True):
             p.predicted_masked = bool(m)
         # As at the door (Identifier.identify): faces judged masked are matched by their masked alignment.
-        routed_masked = [p for p in found if p.predicted_masked]
-        if routed_masked:
-            masked_embeddings = pipeline.embedder.embed(np.stack([p.masked_crop for p in routed_masked]))
-            for p, emb in zip(routed_masked, masked_embeddings, strict=True):
-                p.embedding = emb
+        routed_e = reembed_masked(e, np.array([p.predicted_masked for p in found]),
+                                  lambda idx: pipeline.embedder.embed(np.stack([found[i].masked_crop for i in idx])))
+        for p, emb in zip(found, routed_e, strict=True):
+            p.embedding = emb
 
     ids = classifier.ids
     col = {pid: j for j, pid in enumerate(ids)}
@@ -308,11 +309,7 @@ def write_plots(report: dict, out_dir: Path) -> list[Path]:
     ax.axvline(t["masked"], color="k", ls="--", lw=1, label="masked threshold")
     ax.axvline(t["unmasked"], color="k", ls=":", lw=1, label="unmasked threshold")
     ax.set_xlabel("cosine similarity to the identity's templates")
-    ax.legend()
-    dist = out_dir / "score_distributions.png"
-    fig.tight_layout()
-    fig.savefig(dist, dpi=110)
-    plt.close(fig)
+    dist = _save_figure(plt, fig, ax, out_dir / "score_distributions.png")
 
     fig, ax = plt.subplots(figsize=(5, 5))
     imp = np.asarray(s["impostor"])
@@ -325,12 +322,17 @@ def write_plots(report: dict, out_dir: Path) -> list[Path]:
     ax.set_xlabel("false accept rate")
     ax.set_ylabel("false reject rate")
     ax.set_title("DET")
-    ax.legend()
-    det = out_dir / "det.png"
-    fig.tight_layout()
-    fig.savefig(det, dpi=110)
-    plt.close(fig)
+    det = _save_figure(plt, fig, ax, out_dir / "det.png")
     return [dist, det]
+
+
+def _save_figure(plt: Any, fig: Any, ax: Any, path: Path) -> Path:
+    """Legend, layout, PNG at 110 dpi, and the figure closed (matplotlib keeps every open one in memory)."""
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def public_report(report: dict) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,3 +53,35 @@ def short_detector():
     from edge_mfr.vision.detector import BlazeFaceDetector
 
     return BlazeFaceDetector("short")
+
+
+# The broker fixtures (a real mosquitto on a free loopback port, and its TLS certificates) for every test.
+from tests.mosquitto_fixture import broker, certs  # noqa: E402, F401
+
+
+@dataclass(frozen=True)
+class EnrolledCast:
+    """Eileen Collins enrolled from scikit-image's astronaut photo, and the faces the walk clips are drawn with."""
+
+    root: Path
+    photo: Path  # the astronaut photo as a PNG (for uploads)
+    gallery: Path  # a gallery with her enrolled under demo.NAME; copy it before changing it
+    cast: Any  # edge_mfr.demo.actors(): .eileen and .stranger face images
+
+
+@pytest.fixture(scope="session")
+def enrolled_cast(tmp_path_factory: pytest.TempPathFactory) -> EnrolledCast:
+    """Enrolled once per session through the real enrollment code (test_app, test_app_mqtt, the kiosk)."""
+    pytest.importorskip("skimage")  # the sample photos live in its data folder
+    from edge_mfr.demo import NAME, actors
+    from edge_mfr.identity.enroll import EnrollOptions, enroll
+    from edge_mfr.vision.imageio import write_image
+    from edge_mfr.vision.pipeline import FacePipeline
+    from edge_mfr.vision.samples import sample_image
+
+    root = tmp_path_factory.mktemp("cast")
+    pipeline = FacePipeline(num_threads=2)
+    photo = root / "eileen.png"
+    write_image(photo, sample_image())
+    enroll(root / "gallery.npz", NAME, [photo], pipeline, EnrollOptions())
+    return EnrolledCast(root, photo, root / "gallery.npz", actors(pipeline))

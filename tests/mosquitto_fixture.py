@@ -1,6 +1,6 @@
 """A real mosquitto on a free loopback port for the MQTT tests, with the ACL of deploy/mosquitto/acl.
 
-Import the fixtures into a test module (``from tests.mosquitto_fixture import broker, certs  # noqa``).
+tests/conftest.py imports the ``broker`` and ``certs`` fixtures, so every test can ask for them.
 They skip with a reason when the ``mosquitto`` binary (Debian package ``mosquitto``) or, for TLS,
 ``openssl`` is missing. Each broker writes its config, password file, ACL and log under the test's tmp
 folder and is stopped at the end; :meth:`Mosquitto.stop` / :meth:`Mosquitto.start` restart it on the same

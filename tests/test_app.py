@@ -45,23 +45,13 @@ class Assets:
 
 
 @pytest.fixture(scope="session")
-def assets(tmp_path_factory) -> Assets:
-    from edge_mfr.cli import sample_image
-    from edge_mfr.demo import NAME, actors, render_frames, walk, write_video
-    from edge_mfr.identity.enroll import EnrollOptions, enroll
-    from edge_mfr.vision.imageio import write_image
-    from edge_mfr.vision.pipeline import FacePipeline
+def assets(enrolled_cast, tmp_path_factory) -> Assets:
+    from edge_mfr.demo import render_frames, walk, write_video
 
-    pytest.importorskip("skimage")  # the sample photos live in its data folder
-    root = tmp_path_factory.mktemp("app")
-    pipeline = FacePipeline(num_threads=2)
-    photo = root / "eileen.png"
-    write_image(photo, sample_image())
-    enroll(root / "gallery.npz", NAME, [photo], pipeline, EnrollOptions())
-    cast = actors(pipeline)
+    root, cast = tmp_path_factory.mktemp("app"), enrolled_cast.cast
     eileen = [None] * 3 + walk(22, cast.eileen.shape[:2], (1.1, 1.5), 0.3, 0) + [None] * 5
     stranger = [None] * 2 + walk(20, cast.stranger.shape[:2], (1.2, 1.7), 0.3, 2) + [None] * 3
-    return Assets(root / "gallery.npz", write_video(root / "eileen", render_frames(cast, eileen)),
+    return Assets(enrolled_cast.gallery, write_video(root / "eileen", render_frames(cast, eileen)),
                   write_video(root / "stranger", render_frames(cast, stranger)), len(eileen))
 
 

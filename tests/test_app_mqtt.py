@@ -25,12 +25,10 @@ from gpiozero.pins.mock import MockFactory
 from edge_mfr.app import Appliance
 from edge_mfr.config import Config
 from edge_mfr.device.journal import Journal
-from edge_mfr.device.mqtt import MqttSettings, Topics
-from edge_mfr.device.mqtt_commands import sign_command
+from edge_mfr.interfaces.mqtt import MqttSettings, Topics
+from edge_mfr.interfaces.mqtt_commands import sign_command
 from tests import mosquitto_fixture as mf
 
-broker = mf.broker  # fixtures from tests/mosquitto_fixture.py
-certs = mf.certs
 Recorder = mf.Recorder
 wait_until = mf.wait_until
 
@@ -51,23 +49,13 @@ class Scene:
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Scene:
-    pytest.importorskip("skimage")  # the sample photos live in its data folder
-    from edge_mfr.cli import sample_image
-    from edge_mfr.demo import actors, walk
-    from edge_mfr.identity.enroll import EnrollOptions, enroll
-    from edge_mfr.vision.imageio import write_image
-    from edge_mfr.vision.pipeline import FacePipeline
+def scene(enrolled_cast) -> Scene:
+    from edge_mfr.demo import walk
 
-    root = tmp_path_factory.mktemp("app-mqtt")
-    pipeline = FacePipeline(num_threads=2)
-    photo = root / "eileen.png"
-    write_image(photo, sample_image())
-    enroll(root / "gallery.npz", "Eileen Collins", [photo], pipeline, EnrollOptions())
-    cast = actors(pipeline)
+    cast = enrolled_cast.cast
     script = ([None] * 2 + walk(20, cast.eileen.shape[:2], (1.1, 1.5), 0.3, 0) + [None] * 8
               + walk(20, cast.stranger.shape[:2], (1.2, 1.7), 0.3, 1))
-    return Scene(root / "gallery.npz", [cast.eileen, cast.stranger], script)
+    return Scene(enrolled_cast.gallery, [cast.eileen, cast.stranger], script)
 
 
 def source(scene: Scene, idle_s: float = 40.0):

@@ -388,7 +388,7 @@ def test_policy_section_feeds_the_policy_unchanged(tmp_path):
 
 
 def test_mqtt_command_keys_feed_the_mqtt_settings(tmp_path):
-    mqtt = pytest.importorskip("edge_mfr.device.mqtt")
+    mqtt = pytest.importorskip("edge_mfr.interfaces.mqtt")
     (tmp_path / "secret").write_text("s" * 32 + "\n")
     path = write(tmp_path, '[mqtt]\nenabled = true\nprotocol = 5\ndiscovery = false\n'
                            'allow_unsigned_ha_unlock = true\nmax_command_bytes = 2048\n'
@@ -400,7 +400,7 @@ def test_mqtt_command_keys_feed_the_mqtt_settings(tmp_path):
     assert (limits.max_bytes, limits.max_enroll_bytes, limits.window_s, limits.allow_unsigned_ha_unlock) == (
         2048, 1048576, 10.0, True)
     defaults = mqtt.MqttSettings.from_config(load_config(write(tmp_path, "", "empty.toml"), environ={}))
-    from edge_mfr.device.mqtt_commands import CommandLimits
+    from edge_mfr.interfaces.mqtt_commands import CommandLimits
 
     assert (defaults.protocol, defaults.discovery, defaults.command_limits()) == ("3.1.1", True,
                                                                                   CommandLimits())
@@ -423,3 +423,24 @@ def test_a_misspelt_liveness_mode_and_an_empty_window_are_named(tmp_path):
     lines = config_check(path, environ={})
     assert lines == [f"{path}: doors[0].liveness: Input should be 'blink' or 'off' (got 'blinks')",
                      f"{path}: doors[0].liveness_window_seconds: Input should be greater than 0 (got 0)"]
+
+
+def test_gpio_is_a_config_key_and_the_environment_only_overrides_it_to_mock() -> None:
+    from edge_mfr.app import gpio_mock
+
+    assert load_config(None, environ={}).device.gpio == "auto"
+    assert load_config(None, environ={"EDGE_MFR__DEVICE__GPIO": "mock"}).device.gpio == "mock"
+    assert gpio_mock("auto", {}) is None  # the board decides
+    assert gpio_mock("mock", {}) is True
+    assert gpio_mock("real", {}) is False
+    assert gpio_mock("real", {"EDGE_MFR_GPIO": "mock"}) is True  # the test override
+    with pytest.raises(ConfigError, match="gpio"):
+        load_config(None, environ={"EDGE_MFR__DEVICE__GPIO": "yes"})
+
+
+def test_doctor_says_gpio_is_simulated_by_the_config() -> None:
+    from edge_mfr.doctor import WARN, check_gpio
+
+    cfg = load_config(None, environ={"EDGE_MFR__DEVICE__GPIO": "mock"})
+    check = check_gpio(cfg.doors, cfg.device.gpio)
+    assert check.status == WARN and "device.gpio" in check.detail

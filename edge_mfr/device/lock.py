@@ -22,6 +22,10 @@ Wiring notes: the door contact is read with the internal pull towards the "open"
 alarm instead of hiding one). The exit button is a normally-open push button to GND (pull-up). After the
 process ends the GPIO line is released and the relay input follows the board's default pull: prefer
 active-high relay boards, or give an active-low board an external pull-up, so a dead process stays locked.
+
+Why one file: the fail-secure state machine (relay, contact, button, supervisor thread, watchdog,
+event queue) is one class, DoorLock, whose invariants are only checkable when read together; splitting it
+would spread the relock paths across files.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ and the zip's CRC32 per member turns bit rot into a clear error instead of wrong
 Writers go through :meth:`Gallery.edit`, which holds an ``fcntl.flock`` on ``<file>.lock`` for the whole
 load-change-save cycle, so the CLI, the daemon's MQTT commands and the kiosk cannot lose each other's
 changes. Readers need no lock.
+
+Why one file: the file format, the atomic write, the writer lock and the validation of what goes in
+are one contract (a change to one is a format change to all); most of the length is the Gallery class.
 """
 
 from __future__ import annotations

@@ -19,6 +19,24 @@ from edge_mfr.vision.mask_status import MaskStatusClassifier
 from edge_mfr.vision.pipeline import AnalyzedFace
 
 
+def reembed_masked(embeddings: np.ndarray, masked: np.ndarray,
+                   embed: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The rule "a face judged masked is matched by the embedding of its eyes-and-nose crop", in one place.
+
+    ``embeddings`` (N x D) come from the usual alignment and ``masked`` (N bools) is the mask-status
+    judgement on them; ``embed(indices)`` returns the eyes-and-nose embeddings of the faces at those indices
+    (the door, the evaluator and the baseline benchmark each reach the crops their own way). Returns a new
+    array when anything was replaced; the input is never modified.
+    """
+    masked = np.asarray(masked, dtype=bool)
+    if not masked.any():
+        return embeddings
+    idx = np.flatnonzero(masked)
+    out = np.array(embeddings, copy=True)
+    out[idx] = embed(idx)
+    return out
+
+
 @dataclass(frozen=True)
 class Identification:
     decision: Decision
@@ -61,10 +79,8 @@ class Identifier:
 
         mask_values = self.mask_status.decision(features(embeddings, [f.crop for f in faces]))
         masked = mask_values > 0
-        if embed_masked is not None and masked.any():
-            idx = np.flatnonzero(masked)
-            embeddings = embeddings.copy()
-            embeddings[idx] = embed_masked([faces[i] for i in idx])
+        if embed_masked is not None:
+            embeddings = reembed_masked(embeddings, masked, lambda idx: embed_masked([faces[i] for i in idx]))
         out = []
         for d, m, v in zip(self.classifier.decide(embeddings, masked), masked, mask_values, strict=True):
             person = self._people.get(d.person_id) if d.person_id else None

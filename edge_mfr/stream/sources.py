@@ -6,6 +6,10 @@ camera is attached. ``read()`` returns ``None`` only at the end of a finite sour
 synthetic script); a live source that fails raises :class:`SourceUnavailable`, which
 :class:`ResilientSource` turns into retries with exponential back-off instead of a crash.
 
+The shared types live in :mod:`~edge_mfr.stream.frames`, the synthetic scene in
+:mod:`~edge_mfr.stream.synthetic` and the retrying wrapper in :mod:`~edge_mfr.stream.resilient`; this module
+holds the camera, video and folder backends and :func:`make_source`, and re-exports the rest.
+
 picamera2 comes from apt on Raspberry Pi OS and drags in libcamera, so it is imported inside
 :meth:`Picamera2Source.open` only: importing this module works on any machine.
 """
@@ -14,112 +18,28 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import cv2
 import numpy as np
 
-from edge_mfr.errors import EdgeMfrError, ImageError, InputNotFoundError
+from edge_mfr.errors import ImageError, InputNotFoundError
+from edge_mfr.stream.frames import Frame, FrameSource, SourceError, SourceUnavailable, _Base, scale_faces
+from edge_mfr.stream.resilient import Backoff, ResilientSource
+from edge_mfr.stream.synthetic import Placement, SyntheticSource, approach_script
 from edge_mfr.vision.imageio import is_image_path, list_images, read_image
-from edge_mfr.vision.types import Face
 
 log = logging.getLogger(__name__)
 
+# Every source type and helper can be imported from here, wherever it is defined.
+__all__ = ["Backoff", "Frame", "FrameSource", "ImageFolderSource", "OpenCVSource", "Picamera2Source", "Placement",
+           "ResilientSource", "SourceError", "SourceUnavailable", "SyntheticSource", "approach_script",
+           "make_source", "scale_faces", "yuv420_to_rgb"]
+
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-
-
-class SourceError(EdgeMfrError, RuntimeError):
-    """A frame source cannot be used: bad spec, missing backend, corrupt file."""
-
-
-class SourceUnavailable(SourceError):
-    """A live source is (for now) gone: camera unplugged, stream dropped. Worth retrying."""
-
-
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """One frame. ``image`` is RGB uint8 HxWx3; ``timestamp`` is seconds (stream time for files and
-    scripted sources, ``time.monotonic()`` for live ones); ``lores`` is an optional smaller RGB copy of
-    the same field of view, made by the camera's ISP for free, for the detector to run on.
-    """
-
-    image: np.ndarray
-    index: int
-    timestamp: float
-    lores: np.ndarray | None = None
-
-    def detection_view(self) -> tuple[np.ndarray, float, float]:
-        """(image to detect on, sx, sy): multiply lores x by ``sx`` and y by ``sy`` to get main pixels.
-
-        The lores stream shows the same field of view as the main one, only scaled, so the mapping is a
-        per-axis scale (the two factors differ only when the aspect ratios differ).
-        """
-        if self.lores is None:
-            return self.image, 1.0, 1.0
-        h, w = self.image.shape[:2]
-        lh, lw = self.lores.shape[:2]
-        return self.lores, w / lw, h / lh
-
-
-def scale_faces(faces: Sequence[Face], sx: float, sy: float) -> list[Face]:
-    """Faces found on a lores image mapped into main-image pixels (see :meth:`Frame.detection_view`)."""
-    if sx == 1.0 and sy == 1.0:
-        return list(faces)
-    box_scale = np.array([sx, sy, sx, sy], dtype=np.float32)
-    kp_scale = np.array([sx, sy], dtype=np.float32)
-    return [replace(f, box=(f.box * box_scale).astype(np.float32),
-                    keypoints=(f.keypoints * kp_scale).astype(np.float32)) for f in faces]
-
-
-@runtime_checkable
-class FrameSource(Protocol):
-    """What the appliance reads frames from. ``live`` sources can drop out and come back."""
-
-    name: str
-    live: bool
-
-    def open(self) -> None: ...
-
-    def read(self) -> Frame | None: ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> FrameSource: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-
-class _Base:
-    """Context-manager plumbing shared by the backends."""
-
-    name = "source"
-    live = False
-
-    def open(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def close(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def __enter__(self):
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __iter__(self):
-        """Frames until the end of a finite source (opening it first if needed)."""
-        while (frame := self.read()) is not None:  # type: ignore[attr-defined]
-            yield frame
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"
 
 
 # --------------------------------------------------------------------------------------------- Pi camera
@@ -379,263 +299,6 @@ class ImageFolderSource(_Base):
 
 
 # ---------------------------------------------------------------------------------------------- synthetic
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where frame ``i`` shows a face: top-left corner (x, y) in frame pixels, scale of the face image,
-    and which of the given face images to paste."""
-
-    x: float
-    y: float
-    scale: float = 1.0
-    image: int = 0
-
-
-def approach_script(size: tuple[int, int], face_shape: tuple[int, int], frames: int = 60,
-                    empty_before: int = 3, empty_after: int = 3) -> list[Placement | None]:
-    """A person walking up to the door: enters from the left, moves to the centre while growing from
-    0.6x to 1.0x, then leaves; a few empty frames on both ends."""
-    w, h = size
-    fh, fw = face_shape
-    out: list[Placement | None] = [None] * empty_before
-    n = max(frames - empty_before - empty_after, 1)
-    for i in range(n):
-        t = i / max(n - 1, 1)  # 0..1 over the visible part
-        scale = 0.6 + 0.4 * min(1.0, t / 0.5)  # grows while walking up
-        if t < 0.5:
-            x_centre = w * (0.25 + 0.25 * t / 0.5)  # walks to the centre
-        elif t < 0.8:
-            x_centre = w * 0.5  # stands at the door
-        else:
-            x_centre = w * (0.5 + 0.25 * (t - 0.8) / 0.2)  # walks off to the right
-        out.append(Placement(x_centre - fw * scale / 2, h * 0.5 - fh * scale / 2, scale))
-    out += [None] * empty_after
-    return out
-
-
-class SyntheticSource(_Base):
-    """A deterministic scripted scene: face images pasted over a background at scripted places.
-
-    ``faces``: one RGB image or a list (a ``Placement.image`` picks one). ``script``: one entry per frame,
-    a :class:`Placement`, a list of them (several faces) or ``None`` (empty frame); by default
-    :func:`approach_script`. The background is a fixed image or a seeded gradient + noise of ``size``
-    (width, height). The same arguments always give the same frames, so tests and the demo are
-    reproducible; :meth:`boxes` tells where each face was pasted.
-    """
-
-    def __init__(self, faces: np.ndarray | Sequence[np.ndarray], script: Sequence[Any] | None = None,
-                 size: tuple[int, int] = (640, 480), background: np.ndarray | None = None,
-                 fps: float = 15.0, loop: bool = False, seed: int = 0, name: str = "synthetic"):
-        face_list = [faces] if isinstance(faces, np.ndarray) else list(faces)
-        if not face_list:
-            raise SourceError("synthetic source: no face image given")
-        for img in face_list:
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise SourceError(f"synthetic source: face images must be RGB uint8 HxWx3, "
-                                  f"got {img.shape} {img.dtype}")
-        self.faces = face_list
-        if background is not None:
-            self.background = np.ascontiguousarray(background)
-            self.size = (background.shape[1], background.shape[0])
-        else:
-            self.size = size
-            self.background = _background(size, seed)
-        self.script: list[list[Placement]] = [
-            [] if s is None else ([s] if isinstance(s, Placement) else list(s))
-            for s in (script if script is not None else approach_script(self.size, face_list[0].shape[:2]))
-        ]
-        if not self.script:
-            raise SourceError("synthetic source: the script has no frames")
-        self.fps = fps
-        self.loop = loop
-        self.name = name
-        self._index = 0
-
-    def open(self) -> None:
-        self._index = 0
-
-    def render(self, i: int) -> np.ndarray:
-        """Frame ``i`` of the script (modulo its length)."""
-        frame = self.background.copy()
-        for p in self.script[i % len(self.script)]:
-            face = self.faces[p.image]
-            fh, fw = face.shape[:2]
-            nw, nh = max(1, round(fw * p.scale)), max(1, round(fh * p.scale))
-            if (nw, nh) != (fw, fh):
-                interp = cv2.INTER_AREA if p.scale < 1 else cv2.INTER_LINEAR
-                face = cv2.resize(face, (nw, nh), interpolation=interp)
-            _paste(frame, face, round(p.x), round(p.y))
-        return frame
-
-    def boxes(self, i: int) -> list[np.ndarray]:
-        """Pasted face-image rectangles (x1, y1, x2, y2) of frame ``i``, clipped to the frame."""
-        w, h = self.size
-        out = []
-        for p in self.script[i % len(self.script)]:
-            fh, fw = self.faces[p.image].shape[:2]
-            box = np.array([p.x, p.y, p.x + fw * p.scale, p.y + fh * p.scale], dtype=np.float32)
-            out.append(np.clip(box, 0, [w, h, w, h]))
-        return out
-
-    def read(self) -> Frame | None:
-        if self._index >= len(self.script) and not self.loop:
-            return None
-        frame = Frame(self.render(self._index), self._index, self._index / self.fps)
-        self._index += 1
-        return frame
-
-    def close(self) -> None:
-        pass
-
-    def __len__(self) -> int:
-        return len(self.script)
-
-
-def _background(size: tuple[int, int], seed: int) -> np.ndarray:
-    w, h = size
-    rng = np.random.default_rng(seed)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([60 + 80 * gx / max(w, 1), 70 + 60 * gy / max(h, 1),
-                     90 + 40 * (gx + gy) / max(w + h, 1)], -1)
-    noise = rng.normal(0, 6, (h, w, 3))
-    return np.clip(base + noise, 0, 255).astype(np.uint8)
-
-
-def _paste(dst: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
-    h, w = dst.shape[:2]
-    sh, sw = src.shape[:2]
-    x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + sw, w), min(y + sh, h)
-    if x1 >= x2 or y1 >= y2:
-        return
-    dst[y1:y2, x1:x2] = src[y1 - y : y2 - y, x1 - x : x2 - x]
-
-
-# -------------------------------------------------------------------------------------------- resilience
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Retry delays: ``min_seconds``, doubling (``factor``) up to ``max_seconds``."""
-
-    min_seconds: float = 0.5
-    max_seconds: float = 30.0
-    factor: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_seconds <= self.max_seconds or self.factor < 1:
-            raise ValueError("back-off needs 0 < min_seconds <= max_seconds and factor >= 1")
-
-    def delay(self, attempt: int) -> float:
-        """Delay before retry number ``attempt`` (1-based)."""
-        return min(self.max_seconds, self.min_seconds * self.factor ** max(attempt - 1, 0))
-
-
-EventCallback = Callable[[str, dict[str, Any]], None]
-
-
-class ResilientSource(_Base):
-    """Wraps a source so a live camera that disappears is reopened with exponential back-off.
-
-    ``read()`` blocks while the camera is gone, retrying forever (or ``max_attempts``); each failure is
-    logged and reported through ``on_event("source_lost", {...})`` *before* the wait, so the caller can
-    publish its state and feed the systemd watchdog (keep ``max_seconds`` below WatchdogSec); recovery
-    reports ``"source_restored"``. Finite sources pass straight through: their end is ``None`` and their
-    errors are raised. Frame indices keep counting across reconnects. ``stop`` (a threading.Event) ends
-    the waiting early: ``read()`` then returns ``None``. ``clock``/``sleep`` are injectable for tests.
-    """
-
-    def __init__(self, source: FrameSource, backoff: Backoff | None = None,
-                 on_event: EventCallback | None = None, max_attempts: int | None = None,
-                 stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] | None = None):
-        self.source = source
-        self.backoff = backoff or Backoff()
-        self.on_event = on_event
-        self.max_attempts = max_attempts
-        self.stop = stop
-        self.clock = clock
-        self.sleep = sleep or (stop.wait if stop is not None else time.sleep)
-        self.name = source.name
-        self.live = source.live
-        self.failures = 0  # consecutive failures of the current outage
-        self.outages = 0
-        self._index = 0
-        self._lost_at: float | None = None
-        self._opened = False
-
-    def _report(self, kind: str, payload: dict[str, Any]) -> None:
-        if self.on_event is None:
-            return
-        try:
-            self.on_event(kind, payload)
-        except Exception:  # a broken reporter must not take the camera loop down
-            log.exception("%s: event callback failed", self.name)
-
-    def _stopped(self) -> bool:
-        return self.stop is not None and self.stop.is_set()
-
-    def _failed(self, exc: SourceError) -> bool:
-        """Record one failure and wait; False when giving up or asked to stop."""
-        if not self.live or not isinstance(exc, SourceUnavailable):
-            raise exc
-        try:
-            self.source.close()
-        except Exception as close_exc:
-            log.debug("%s: close after failure: %s", self.name, close_exc)
-        self._opened = False
-        if self.failures == 0:
-            self._lost_at = self.clock()
-            self.outages += 1
-        self.failures += 1
-        if self.max_attempts is not None and self.failures > self.max_attempts:
-            raise SourceUnavailable(f"{exc} (gave up after {self.max_attempts} retries)")
-        delay = self.backoff.delay(self.failures)
-        log.warning("%s; retry %d in %.1f s", exc, self.failures, delay)
-        self._report("source_lost", {"source": self.name, "error": str(exc), "attempt": self.failures,
-                                     "retry_in": delay})
-        if self._stopped():
-            return False
-        self.sleep(delay)
-        return not self._stopped()
-
-    def open(self) -> None:
-        while not self._opened:
-            try:
-                self.source.open()
-                self._opened = True
-            except SourceError as exc:
-                if not self._failed(exc):
-                    return
-
-    def read(self) -> Frame | None:
-        while True:
-            if self._stopped():
-                return None
-            try:
-                if not self._opened:
-                    self.source.open()
-                    self._opened = True
-                frame = self.source.read()
-            except SourceError as exc:
-                if not self._failed(exc):
-                    return None
-                continue
-            if frame is None:
-                return None
-            if self.failures:
-                downtime = self.clock() - (self._lost_at or self.clock())
-                log.info("%s: frames again after %d retries (%.1f s)", self.name, self.failures, downtime)
-                self._report("source_restored", {"source": self.name, "attempts": self.failures,
-                                                 "downtime": downtime})
-                self.failures = 0
-            frame = replace(frame, index=self._index)
-            self._index += 1
-            return frame
-
-    def close(self) -> None:
-        self._opened = False
-        self.source.close()
 
 
 # ----------------------------------------------------------------------------------------------- factory

@@ -12,6 +12,9 @@ Face frame: ``a`` runs along the eye line (subject's right eye to left eye), ``b
 in pixels from the eye midpoint. Outline points are written in a normalised frame (``fx``, ``y``):
 ``y`` = 0 on the eye line, 1 at the nose tip, 2 at the mouth, 3 at the estimated chin; ``fx`` = 0 on
 the face's centre line and +-1 at the ears. Only pixels below the eye line are ever changed.
+
+Why one file: one rendering pipeline (face frame, outline geometry, shading, per-kind surface)
+whose stages share the private face-frame types; none of them is used on its own.
 """
 
 from __future__ import annotations

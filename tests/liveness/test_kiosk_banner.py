@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edge_mfr.app import FrameReport, TrackView
-from edge_mfr.device.kiosk import StatusBoard
+from edge_mfr.interfaces.kiosk.live import StatusBoard
 
 
 def report(*liveness: str | None) -> FrameReport:

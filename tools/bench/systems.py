@@ -281,6 +281,7 @@ class EdgeMfr:
         return self.pipeline.detect(image, crop_kind="photo")
 
     def recognize(self, image: np.ndarray) -> list[str | None]:
+        from edge_mfr.identity.identify import reembed_masked
         from edge_mfr.vision.mask_status import features
 
         faces = self.pipeline.detect(image, crop_kind="photo")
@@ -289,8 +290,7 @@ class EdgeMfr:
         analyzed = self.pipeline.analyze_faces(image, faces)
         e = np.stack([a.embedding for a in analyzed])
         masked = self.mask_status.decision(features(e, [a.crop for a in analyzed])) > 0
-        if masked.any():  # as Identifier.identify: masked faces are matched by their eyes-and-nose crop
-            e[masked] = self.pipeline.masked_embeddings(image, [a for a, m in zip(analyzed, masked, strict=True) if m])
+        e = reembed_masked(e, masked, lambda idx: self.pipeline.masked_embeddings(image, [analyzed[i] for i in idx]))
         return [d.person_id for d in self.classifier.decide(e, masked)]
 
 

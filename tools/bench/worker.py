@@ -117,7 +117,7 @@ def speed(system: str, threads: int, launched_at: float, work: str, frame_image:
     if frame_image:
         source = _read_rgb(frame_image)
     else:
-        from edge_mfr.cli import sample_image
+        from edge_mfr.vision.samples import sample_image
 
         source = sample_image()
     frame = _frame_640x480(source)

@@ -25,7 +25,7 @@ import pytest
 
 from edge_mfr.config import Config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 ARTIFACTS = REPO / "artifacts" / "kiosk"
 PASSWORD = "correct horse battery"
 NAME = "Eileen Collins"
@@ -100,20 +100,14 @@ def wait_until(predicate, timeout: float = TIMEOUT, every: float = 0.2) -> bool:
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> dict:
+def clip(enrolled_cast, tmp_path_factory) -> dict:
     """Her clip (nobody, then she walks up and stays) and her photo for uploads."""
-    pytest.importorskip("skimage")
-    from edge_mfr.cli import sample_image
-    from edge_mfr.demo import actors, render_frames, walk, write_video
-    from edge_mfr.vision.imageio import write_image
-    from edge_mfr.vision.pipeline import FacePipeline
+    from edge_mfr.demo import render_frames, walk, write_video
 
-    root = tmp_path_factory.mktemp("kiosk")
-    cast = actors(FacePipeline(num_threads=2))
+    root, cast = tmp_path_factory.mktemp("kiosk"), enrolled_cast.cast
     script = [None] * 4 + walk(26, cast.eileen.shape[:2], (1.1, 1.5), 0.3, 0)
-    photo = root / "eileen.png"
-    write_image(photo, sample_image())
-    return {"root": root, "video": write_video(root / "eileen", render_frames(cast, script)), "photo": photo}
+    return {"root": root, "video": write_video(root / "eileen", render_frames(cast, script)),
+            "photo": enrolled_cast.photo}
 
 
 def kiosk_config(state: Path, source: Path, password_file: Path | None, **kiosk) -> Config:
@@ -399,7 +393,7 @@ def test_requests_for_another_host_are_refused_on_loopback(appliance):
 
 def test_the_frame_loop_fps_with_and_without_a_viewer(clip, tmp_path):
     """Measured, printed and saved; not asserted (shared CI machines): the viewers must get frames."""
-    from edge_mfr.device.kiosk import measure_viewer_cost
+    from edge_mfr.bench import measure_viewer_cost
 
     state = tmp_path / "state"
     state.mkdir()
@@ -416,7 +410,7 @@ def test_the_frame_loop_fps_with_and_without_a_viewer(clip, tmp_path):
 
 
 def test_logins_are_refused_after_repeated_failures_even_with_the_right_password():
-    from edge_mfr.device.kiosk import LOGIN_FAILURES, LOGIN_WINDOW_S, AdminAuth, LoginRefused
+    from edge_mfr.interfaces.kiosk.auth import LOGIN_FAILURES, LOGIN_WINDOW_S, AdminAuth, LoginRefused
 
     now = [1000.0]
     auth = AdminAuth(PASSWORD, clock=lambda: now[0])
@@ -435,7 +429,7 @@ def test_logins_are_refused_after_repeated_failures_even_with_the_right_password
 def test_admin_pages_are_off_without_a_password_file(clip, tmp_path):
     from types import SimpleNamespace
 
-    from edge_mfr.device.kiosk import Kiosk
+    from edge_mfr.interfaces.kiosk.server import Kiosk
 
     config = kiosk_config(tmp_path, clip["video"], None)
     app = SimpleNamespace(config=config, on_frame=[], on_event=[])
@@ -451,7 +445,7 @@ def test_admin_pages_are_off_without_a_password_file(clip, tmp_path):
 
 
 def test_multipart_bodies_keep_binary_files_intact():
-    from edge_mfr.device.kiosk import UploadError, parse_multipart
+    from edge_mfr.interfaces.kiosk.uploads import UploadError, parse_multipart
 
     blob = bytes(range(256)) * 3 + b"\r\n--not-the-boundary\r\n"
     body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nJos\xc3\xa9\r\n"

@@ -25,7 +25,7 @@ every reconnect. ``lock`` and ``reload`` need no signature (locking is always sa
 entity sends plain ``LOCK``/``UNLOCK``: ``LOCK`` is always obeyed, ``UNLOCK`` only when
 ``allow_unsigned_ha_unlock`` is true (default false; then only the HA user may write that topic).
 
-Sign a command from a shell: ``python -m edge_mfr.device.mqtt_commands sign --secret-file F --topic
+Sign a command from a shell: ``python -m edge_mfr.interfaces.mqtt_commands sign --secret-file F --topic
 edge-mfr/<id>/command/unlock '{"door": "front", "seconds": 5}'`` prints the payload to publish.
 """
 
@@ -504,8 +504,8 @@ class GalleryCommands:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """``python -m edge_mfr.device.mqtt_commands sign ...``: print a signed command payload."""
-    parser = argparse.ArgumentParser(prog="python -m edge_mfr.device.mqtt_commands",
+    """``python -m edge_mfr.interfaces.mqtt_commands sign ...``: print a signed command payload."""
+    parser = argparse.ArgumentParser(prog="python -m edge_mfr.interfaces.mqtt_commands",
                                      description="Sign an edge-mfr MQTT command.")
     sub = parser.add_subparsers(dest="action", required=True)
     sign = sub.add_parser("sign", help="print a signed JSON payload for a command topic")

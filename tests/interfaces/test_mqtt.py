@@ -22,7 +22,8 @@ import pytest
 
 from edge_mfr.config import load_config
 from edge_mfr.device.journal import Journal
-from edge_mfr.device.mqtt import (
+from edge_mfr.errors import ConfigError
+from edge_mfr.interfaces.mqtt import (
     EVENT_KINDS,
     DoorInfo,
     MqttAuthError,
@@ -32,11 +33,8 @@ from edge_mfr.device.mqtt import (
     MqttTlsError,
     Topics,
 )
-from edge_mfr.errors import ConfigError
 from tests import mosquitto_fixture as mf
 
-broker = mf.broker  # fixtures from tests/mosquitto_fixture.py
-certs = mf.certs
 Recorder = mf.Recorder
 wait_until = mf.wait_until
 
@@ -64,7 +62,7 @@ def loads(payload: bytes | None) -> dict:
 DEVICE_SCRIPT = r"""
 import json, os, sys, time
 from edge_mfr.device.journal import Journal
-from edge_mfr.device.mqtt import MqttClient, MqttSettings
+from edge_mfr.interfaces.mqtt import MqttClient, MqttSettings
 
 cfg = json.loads(sys.argv[1])
 journal = Journal(cfg["journal"])
@@ -405,7 +403,7 @@ def test_tls_with_the_right_and_a_wrong_ca(tmp_path, broker, certs, caplog):
         good.stop()
 
     wrong = MqttClient(settings(broker, port=broker.tls_port, tls=True, tls_ca=certs.other_ca, host="localhost"))
-    caplog.set_level("ERROR", logger="edge_mfr.device.mqtt")
+    caplog.set_level("ERROR", logger="edge_mfr.interfaces.mqtt")
     wrong.start()
     try:
         assert wait_until(lambda: wrong.last_error is not None, TIMEOUT)

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from edge_mfr.device.journal import Journal
 from edge_mfr.device.lock import DoorConfig, DoorLock
-from edge_mfr.device.mqtt import MqttClient, MqttSettings, Topics
-from edge_mfr.device.mqtt_commands import (
+from edge_mfr.identity.gallery import Gallery
+from edge_mfr.interfaces.mqtt import MqttClient, MqttSettings, Topics
+from edge_mfr.interfaces.mqtt_commands import (
     CommandHandler,
     CommandLimits,
     CommandResult,
@@ -31,11 +32,8 @@ from edge_mfr.device.mqtt_commands import (
     main,
     sign_command,
 )
-from edge_mfr.identity.gallery import Gallery
 from tests import mosquitto_fixture as mf
 
-broker = mf.broker  # fixtures from tests/mosquitto_fixture.py
-certs = mf.certs
 wait_until = mf.wait_until
 
 SECRET = b"unit-test-secret-0123456789abcdef"

@@ -1,0 +1,1 @@
+"""The kiosk: a small standard-library web server (live view, events, people, enrollment) split by job."""
