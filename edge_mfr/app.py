@@ -74,6 +74,7 @@ class TrackView:
     masked: bool
     score: float  # latest classifier similarity of this track (0 before the first embedding)
     embedded: bool  # an embedding was computed for it in this frame
+    liveness: str | None = None  # "waiting" for a blink, "passed", or None (not checked)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Stats:
     last_frame_at: float | None = None
     detect_ms: float = 0.0  # running means
     embed_ms: float = 0.0
+    liveness_ms: float = 0.0  # total spent on eye measurements (landmark + iris models)
     _recent: list[float] = field(default_factory=list, repr=False)
 
     def frame_done(self, now: float) -> None:
@@ -245,6 +247,7 @@ class Appliance:
         self.bank: Any = None
         self.tracker: Any = None
         self.policy: Any = None
+        self.liveness: Any = None  # the LivenessGate when the door's liveness is "blink"
         self.mqtt: Any = None  # the MqttClient when mqtt.enabled (kept after stop: its stats stay readable)
         self.kiosk: Any = None  # the web view when kiosk.enabled (None when its port was taken)
         self._given_source = source
@@ -321,6 +324,13 @@ class Appliance:
         rec = cfg.recognition
         self.tracker = Tracker(vote_n=rec.vote_n, vote_m=rec.vote_m, reembed_every=rec.reembed_every)
         self.policy = AccessPolicy(cfg.policy, _PolicyClock(self.clock, cfg.policy.timezone))
+        door_cfg = cfg.doors[0]
+        if door_cfg.liveness == "blink":
+            from edge_mfr.liveness.gate import LivenessGate
+            from edge_mfr.vision.eyes import EyeOpenness
+
+            eyes = EyeOpenness(num_threads=cfg.models.threads, models_dir=self.models_dir)
+            self.liveness = LivenessGate(eyes, window_s=door_cfg.liveness_window_seconds)
         for attach in self.interfaces:  # MQTT first: its outbox takes the start-up records below
             attach(self)  # a broker or kiosk port problem is journalled; a bad secret or password file aborts
         for door in self.bank:
@@ -450,7 +460,12 @@ class Appliance:
         t1 = time.perf_counter()
         self.stats.faces += len(faces)
         tracks = self.tracker.update(faces, index)
-        todo = [(i, t) for i, t in enumerate(tracks) if t.needs_embedding(index)]
+        if self.liveness is not None:  # before embedding: a face with its eyes shut is not embedded
+            t2 = time.perf_counter()
+            self.liveness.measure(tracks, frame.image, float(frame.timestamp), self.tracker.ended)
+            self.stats.liveness_ms += (time.perf_counter() - t2) * 1000
+        todo = [(i, t) for i, t in enumerate(tracks) if t.needs_embedding(index)
+                and not (self.liveness is not None and self.liveness.eyes_closed(t.id))]
         embedded: set[int] = set()
         if todo:
             analyzed = self.pipeline.analyze_faces(frame.image, [faces[i] for i, _ in todo])
@@ -470,9 +485,14 @@ class Appliance:
         for ended in self.tracker.ended:
             self._scores.pop(ended.id, None)
 
-        decision = self.policy.decide(observations(tracks), door=self.door)
+        candidates = tracks
+        if self.liveness is not None:
+            candidates, refusals = self.liveness.admit(tracks, float(frame.timestamp), self.door)
+            for kind, payload in refusals:
+                self._record(kind, **payload)
+        decision = self.policy.decide(observations(candidates), door=self.door)
         self._act(decision, frame.image, tracks)
-        views = [self._view(t, t.id in embedded) for t in tracks]
+        views = [self._view(t, t.id in embedded, float(frame.timestamp)) for t in tracks]
         relays = {d.name: d.is_unlocked for d in self.bank}
         report = FrameReport(index, float(frame.timestamp), views, decision.action, decision.person_id,
                              relays, list(decision.reasons), image=frame.image)
@@ -483,11 +503,12 @@ class Appliance:
                 log.exception("on_frame hook failed")
         return report
 
-    def _view(self, track: Any, embedded: bool) -> TrackView:
+    def _view(self, track: Any, embedded: bool, now: float = 0.0) -> TrackView:
         ident = track.identification
         box = tuple(round(float(v), 1) for v in track.box)
+        live = self.liveness.status(track.id, now) if self.liveness is not None else None
         return TrackView(track.id, box, track.decided, getattr(ident, "name", None), bool(track.masked),
-                         self._scores.get(track.id, 0.0), embedded)
+                         self._scores.get(track.id, 0.0), embedded, live)
 
     # --------------------------------------------------------------------------------------------- actions
 

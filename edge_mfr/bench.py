@@ -192,7 +192,7 @@ def _machine() -> str:
 
 
 def stream_worker(source: str, reembed_every: int, threads: int, gallery: str | None,
-                  embedders: list[str] | None = None) -> dict:
+                  embedders: list[str] | None = None, liveness: str = "off") -> dict:
     """Run the real appliance loop on a video as fast as it goes (simulated GPIO); report fps and memory."""
     import tempfile
 
@@ -203,7 +203,7 @@ def stream_worker(source: str, reembed_every: int, threads: int, gallery: str | 
         env = {"EDGE_MFR__DEVICE__STATE_DIR": state, "EDGE_MFR__DEVICE__GPIO": "mock",
                "EDGE_MFR__CAMERA__SOURCE": source,
                "EDGE_MFR__RECOGNITION__REEMBED_EVERY": str(reembed_every),
-               "EDGE_MFR__MODELS__THREADS": str(threads)}
+               "EDGE_MFR__MODELS__THREADS": str(threads), "EDGE_MFR__DOORS__0__LIVENESS": liveness}
         if gallery:
             env["EDGE_MFR__RECOGNITION__GALLERY"] = gallery
         config = load_config(None, environ=env)
@@ -214,23 +214,30 @@ def stream_worker(source: str, reembed_every: int, threads: int, gallery: str | 
         app.run()
         elapsed = time.perf_counter() - t0
         stats = app.stats
+        measured = app.liveness.measured if app.liveness is not None else 0
         return {"reembed_every": reembed_every, "threads": threads, "frames": stats.frames,
                 "faces": stats.faces, "embeddings": stats.embeddings, "extra_embeddings": stats.extra_embeddings,
+                "liveness": liveness, "eye_measurements": measured,
+                "liveness_ms_per_measurement": round(stats.liveness_ms / measured, 2) if measured else 0.0,
                 "fps": round(stats.frames / elapsed, 1) if elapsed > 0 else 0.0,
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None, viewer: bool = False,
                      embedders: list[str] | None = None) -> dict:
-    """Stream fps with the tracker's embedding reuse on (default K) and off (every face, every frame)."""
+    """Stream fps with the tracker's embedding reuse on (default K) and off (every face, every frame), and
+    with a ``gallery``, once more with the blink liveness check (tracker on): its eye models run only on
+    tracks voted an enrolled person, so without a gallery it would cost nothing and is not run."""
     from edge_mfr.config import load_config
     from edge_mfr.errors import EdgeMfrError
 
     default_k = load_config(None, environ={}).recognition.reembed_every
     runs = []
-    for label, k in (("tracker on", default_k), ("tracker off (embed every face, every frame)", 1)):
+    modes = (("tracker on", default_k, "off"), ("tracker off (embed every face, every frame)", 1, "off"),
+             ("tracker on, liveness blink", default_k, "blink"))
+    for label, k, liveness in modes if gallery else modes[:2]:
         params = {"source": str(source), "reembed_every": k, "threads": threads,
-                  "gallery": str(gallery) if gallery else None, "embedders": embedders}
+                  "gallery": str(gallery) if gallery else None, "embedders": embedders, "liveness": liveness}
         proc = subprocess.run([sys.executable, "-m", "edge_mfr.bench", "--stream", json.dumps(params)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
@@ -243,10 +250,12 @@ def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None
                     "tracker_speedup": round(runs[0]["fps"] / max(runs[1]["fps"], 1e-9), 2)}
     lines = [f"edge-mfr bench --source {source.name} ({threads} thread{'s' if threads > 1 else ''}, "
              "the real `edge-mfr run` loop, GPIO simulated, unpaced)",
-             "| mode | frames | faces | embeddings (+ extra embedders) | fps | peak RSS (MiB) |",
-             "|---|---|---|---|---|---|"]
+             "| mode | frames | faces | embeddings (+ extra embedders) | eye measurements (ms each) | fps | "
+             "peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['mode']} | {r['frames']} | {r['faces']} | {r['embeddings']} (+{r['extra_embeddings']}) | "
-              f"{r['fps']:.1f} | {r['peak_rss_mib']:.0f} |" for r in runs]
+              f"{r['eye_measurements']} ({r['liveness_ms_per_measurement']:.1f}) | {r['fps']:.1f} | "
+              f"{r['peak_rss_mib']:.0f} |" for r in runs]
     lines.append(f"tracker speed-up: {report['tracker_speedup']:.2f}x")
     if viewer:
         report["viewer"] = _viewer_cost(source, gallery)

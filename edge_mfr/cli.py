@@ -339,6 +339,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_liveness(args: argparse.Namespace) -> int:
+    from edge_mfr.liveness.evaluate import evaluate
+
+    report = evaluate([Path(p) for p in args.real], [Path(p) for p in args.attack], window_s=args.window,
+                      detector=args.detector, models_dir=args.models,
+                      out=Path(args.json) if args.json else None)
+    for clip in report["per_clip"]:
+        when = "-" if clip["seconds"] is None else f"{clip['seconds']:.2f} s"
+        print(f"{clip['kind']:6} {clip['decision']:8} {when:>8}  {clip['path']}: {clip['reason']}")
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"APCER {fmt(report['apcer'])} ({report['attack_clips']} attack clips), "
+          f"BPCER {fmt(report['bpcer'])} ({report['real_clips']} live clips), window {args.window:.1f} s")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from edge_mfr.config_safety import config_check
 
@@ -467,6 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("eval-liveness", help="APCER/BPCER of the blink check on live and attack clips")
+    p.add_argument("--real", nargs="*", default=[], metavar="CLIP", help="live presentations (videos or folders)")
+    p.add_argument("--attack", nargs="*", default=[], metavar="CLIP", help="attack presentations")
+    p.add_argument("--json", metavar="OUT", help="write apcer, bpcer and per_clip as JSON")
+    p.add_argument("--window", type=float, default=4.0, help="seconds a face has to blink (default 4)")
+    p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])
+    p.set_defaults(func=cmd_eval_liveness)
 
     p = sub.add_parser("config", help="check a configuration file and print every problem precisely")
     p.add_argument("action", choices=["check"])

@@ -287,6 +287,13 @@ class DoorConfig(Section):
         None, description="red LED output (access denied, lockout); none if not wired")
     buzzer_pin: Pin | None = Field(
         None, description="buzzer output (denied, held-open alarm); none if not wired")
+    liveness: Literal["blink", "off"] = Field(
+        "off", description="'blink': unlock only after the recognised person blinked within "
+                           "liveness_window_seconds (stops printed photos and phones showing a still, not video "
+                           "replays); 'off': no liveness check")
+    liveness_window_seconds: float = Field(
+        4.0, gt=0, le=30, description="how recent the blink must be, and how long a recognised face may wait "
+                                      "before its refusal is journaled")
 
     def pins(self) -> dict[str, int | str]:
         """Every wired pin of this door, by field name."""

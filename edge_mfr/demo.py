@@ -2,16 +2,21 @@
 
 It makes its own input from public-domain photos that ship inside scikit-image (read as files, without
 importing scikit-image): Eileen Collins (the astronaut photo) is enrolled through the real enrollment
-code, then a short 640x480 video is rendered in which she walks up to the door, later comes back
-wearing a mask (drawn on each frame by the synthetic-mask renderer at her detected keypoints, in a style
-enrollment does not use), then nobody is there, then a stranger (the cameraman photo) walks up. The real
+code, then a short 640x480 video is rendered in which she walks up to the door and blinks, then someone
+holds up a printed photo of her, she comes back wearing a mask (drawn on each frame by the synthetic-mask
+renderer at her detected keypoints, in a style enrollment does not use) and blinks, then nobody is there,
+then a stranger (the cameraman photo) walks up. The door's liveness check is on: it unlocks after a blink.
+Everything in the clip is rendered: "live" Eileen is the same photo pasted at a growing scale, her blinks
+are lids painted shut for four frames (edge_mfr.liveness.render.close_eyes at her landmarks), and the
+printed photo is that photo warped, shaken, grained and lit as a hand-held print (render.attack_frames):
+the demo shows the mechanism, not evidence that a photo cannot pass a real camera. The real
 appliance loop runs on that video file (OpenCV source, simulated GPIO, a fresh journal), paced at the
 clip's frame rate as a camera would deliver it, and the relay state is recorded after every frame.
 
-The exit status is 0 only when the door opened for her with and without the mask and stayed locked for
-the empty scene and the stranger. When an MQTT broker listens on localhost:1883, the appliance also
-publishes its events, lock state and availability there under ``edge-mfr-demo/demo/`` (anonymously, no
-Home Assistant discovery); the result does not depend on it.
+The exit status is 0 only when the door opened for her with and without the mask, stayed locked for the
+photo (with a liveness refusal journaled), the empty scene and the stranger. When an MQTT broker listens
+on localhost:1883, the appliance also publishes its events, lock state and availability there under
+``edge-mfr-demo/demo/`` (anonymously, no Home Assistant discovery); the result does not depend on it.
 
 Caveat printed with the result: the mask in the clip comes from the same renderer as the synthetic masked
 templates made at enrollment, so the masked similarity is higher than a real mask would give
@@ -25,7 +30,7 @@ import json
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,7 @@ class Segment:
     stop: int  # one past the last frame
     expect_unlock: bool
     what: str
+    expect_liveness_refusal: bool = False
 
     def __contains__(self, index: int) -> bool:
         return self.start <= index < self.stop
@@ -73,6 +79,7 @@ class Actors:
     eileen: np.ndarray  # head and shoulders, RGB
     eileen_keypoints: np.ndarray  # (6, 2) detected on ``eileen``
     stranger: np.ndarray  # the cameraman, RGB
+    eileen_landmarks: np.ndarray | None = None  # (468, 3) face mesh on ``eileen``, where blinks are painted
 
 
 def actors(pipeline: Any) -> Actors:
@@ -85,6 +92,16 @@ def actors(pipeline: Any) -> Actors:
         raise EdgeMfrError(f"demo: expected one face in the astronaut photo, the detector found {len(faces)}")
     stranger = np.ascontiguousarray(read_image(skimage_data_file("camera.png"))[40:300, 100:350])
     return Actors(eileen, faces[0].keypoints.copy(), stranger)
+
+
+def with_landmarks(cast: Actors, pipeline: Any, models_dir: Path | None = None) -> Actors:
+    """``cast`` plus Eileen's face mesh (the landmark model), needed to paint her blinks."""
+    from dataclasses import replace
+
+    from edge_mfr.vision.eyes import EyeOpenness
+
+    face = pipeline.detect(cast.eileen, crop_kind="photo")[0]
+    return replace(cast, eileen_landmarks=EyeOpenness(models_dir=models_dir).measure(cast.eileen, face).landmarks)
 
 
 def walk(n: int, face_shape: tuple[int, int], scales: tuple[float, float], x_from: float, image: int) -> list:
@@ -102,10 +119,14 @@ def walk(n: int, face_shape: tuple[int, int], scales: tuple[float, float], x_fro
     return out
 
 
-def demo_script(cast: Actors, fps: float = FPS) -> tuple[list[Any], list[Segment]]:
-    """The clip: approach, away, masked, empty, stranger, end; one entry per frame (None = empty)."""
+def demo_script(cast: Actors, fps: float = FPS) -> tuple[list[Any], list[Segment], dict[int, float]]:
+    """The clip: approach, away, photo, masked, empty, stranger, end; one entry per frame (None = empty or,
+    in the photo segment, a frame rendered as a held-up print); and the lid closure of her blink frames."""
+    from edge_mfr.liveness.render import BLINK_PROFILE
+
     n = {k: round(v * fps) for k, v in
-         {"approach": 3.5, "away": 1.0, "masked": 3.0, "empty": 2.0, "stranger": 3.0, "end": 0.5}.items()}
+         {"approach": 4.5, "away": 2.0, "photo": 3.5, "masked": 4.5, "empty": 2.0, "stranger": 3.0,
+          "end": 0.5}.items()}
     script: list[Any] = []
     segments = []
 
@@ -113,19 +134,33 @@ def demo_script(cast: Actors, fps: float = FPS) -> tuple[list[Any], list[Segment
         segments.append(Segment(name, len(script), len(script) + len(entries), expect, what))
         script.extend(entries)
 
+    blinks: dict[int, float] = {}
+
+    def blink_at(seconds: float) -> None:  # in the segment added last
+        first = segments[-1].start + round(seconds * fps)
+        blinks.update({first + k: amount for k, amount in enumerate(BLINK_PROFILE)})
+
     shape = cast.eileen.shape[:2]
-    add("approach", walk(n["approach"], shape, (0.4, 1.6), 0.25, 0), True, f"{NAME} walks up, no mask")
+    add("approach", walk(n["approach"], shape, (0.4, 1.6), 0.25, 0), True, f"{NAME} walks up, no mask, blinks")
+    blink_at(1.5)
     add("away", [None] * n["away"], False, "she steps away")
-    add("masked", walk(n["masked"], shape, (1.1, 1.5), 0.7, 1), True, f"{NAME} comes back wearing a mask")
+    segments.append(Segment("photo", len(script), len(script) + n["photo"], False,
+                            f"someone holds up a printed photo of {NAME}", expect_liveness_refusal=True))
+    script.extend([None] * n["photo"])
+    add("masked", walk(n["masked"], shape, (1.1, 1.5), 0.7, 1), True,
+        f"{NAME} comes back wearing a mask, blinks")
+    blink_at(1.5)
     add("empty", [None] * n["empty"], False, "nobody at the door")
     add("stranger", walk(n["stranger"], cast.stranger.shape[:2], (1.0, 1.7), 0.3, 2), False,
         "a stranger (the cameraman photo) walks up")
     add("end", [None] * n["end"], False, "nobody at the door")
-    return script, segments
+    return script, segments, blinks
 
 
-def render_frames(cast: Actors, script: list[Any]) -> list[np.ndarray]:
-    """RGB frames of ``script``; image 1 is Eileen with the demo mask drawn at her keypoints in the frame."""
+def render_frames(cast: Actors, script: list[Any], blinks: dict[int, float] | None = None) -> list[np.ndarray]:
+    """RGB frames of ``script``; image 1 is Eileen with the demo mask drawn at her keypoints in the frame;
+    in frames listed in ``blinks`` her lids are painted closed by that much (needs ``cast.eileen_landmarks``)."""
+    from edge_mfr.liveness.render import close_eyes
     from edge_mfr.stream.sources import SyntheticSource
     from edge_mfr.vision.synthetic_masks import MaskStyle, render_mask
 
@@ -139,8 +174,22 @@ def render_frames(cast: Actors, script: list[Any]) -> list[np.ndarray]:
             keypoints = cast.eileen_keypoints * entry.scale + np.array([round(entry.x), round(entry.y)],
                                                                         np.float32)
             frame = render_mask(frame, keypoints, style)
+        if entry is not None and entry.image in (0, 1) and blinks and i in blinks:
+            if cast.eileen_landmarks is None:
+                raise ValueError("render_frames: blinks need the cast's landmarks (with_landmarks)")
+            mesh = cast.eileen_landmarks[:, :2] * entry.scale + np.array([round(entry.x), round(entry.y)],
+                                                                          np.float32)
+            frame = close_eyes(frame, mesh, blinks[i])
         frames.append(frame)
     return frames
+
+
+def render_photo_attack(cast: Actors, frames: list[np.ndarray], segment: Segment, seed: int = 7) -> None:
+    """Fill ``segment``'s frames with Eileen's photo held up as a print (liveness.render.attack_frames)."""
+    from edge_mfr.liveness.render import attack_frames
+
+    held = attack_frames(cast.eileen, "print", seed, frames=segment.stop - segment.start, fps=FPS, size=SIZE)
+    frames[segment.start:segment.stop] = held
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = FPS) -> Path:
@@ -194,6 +243,7 @@ def demo_config(out: Path, video: Path) -> Path:
         "[camera]", f"source = {json.dumps(str(video.resolve()))}", f"fps = {FPS}",
         "[models]", "threads = 2",
         "[[doors]]", 'name = "front"', "relay_pin = 17", "unlock_seconds = 2.0", "max_unlock_seconds = 4.0",
+        'liveness = "blink"', "liveness_window_seconds = 2.5",
         "[policy]", "person_cooldown_seconds = 2.0", "door_cooldown_seconds = 1.0",
     ]
     path = out / "config.toml"
@@ -213,11 +263,14 @@ class SegmentResult:
     masked_votes: list[bool]
     decided: set[str]
     unknown_events: int
+    liveness_refusals: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         if self.segment.expect_unlock:
             return any(g.get("name") == NAME for g in self.granted)
+        if self.segment.expect_liveness_refusal and not self.liveness_refusals:
+            return False
         return not self.granted and not any(self.relay)
 
 
@@ -256,9 +309,11 @@ def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet:
     say(f"enrolled {NAME!r} ({person_id}) from scikit-image's public-domain astronaut photo: "
         f"{len(result.kept)} face, {synthetic} synthetic masked templates")
 
-    cast = actors(pipeline)
-    script, segments = demo_script(cast)
-    video = write_video(out / "door", render_frames(cast, script))
+    cast = with_landmarks(actors(pipeline), pipeline, models_dir)
+    script, segments, blinks = demo_script(cast)
+    frames = render_frames(cast, script, blinks)
+    render_photo_attack(cast, frames, next(s for s in segments if s.name == "photo"))
+    video = write_video(out / "door", frames)
     say(f"clip: {video} ({len(script)} frames, {SIZE[0]}x{SIZE[1]}, {FPS:g} fps, {len(script) / FPS:.1f} s): "
         + ", ".join(s.name for s in segments))
 
@@ -301,7 +356,8 @@ def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet:
             [v.score for v in views if v.embedded],
             [v.masked for v in views if v.embedded],
             {v.name or v.decided for v in views if v.decided},
-            sum(1 for i, k, _ in events if k == "unknown_face" and i in seg)))
+            sum(1 for i, k, _ in events if k == "unknown_face" and i in seg),
+            [p for i, k, p in events if k == "liveness_refused" and i in seg]))
 
     say(f"processed {stats.frames} frames: {stats.fps_mean:.1f} fps (paced; the clip is {FPS:g} fps), "
         f"{stats.embeddings} embeddings (the tracker reuses them between frames)")
@@ -313,7 +369,7 @@ def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet:
     say(f"journal: {config.journal.path}  (list it: edge-mfr --config {config_path} events)")
     if prefix is not None:
         say(_mqtt_line(app.mqtt, broker, prefix))
-    main = [r for r in results if r.segment.name in ("approach", "masked", "empty", "stranger")]
+    main = [r for r in results if r.segment.name in ("approach", "photo", "masked", "empty", "stranger")]
     failed = [r for r in results if not r.ok]
     masked = next(r for r in results if r.segment.name == "masked")
     say("note: the clip's mask comes from the same renderer as the synthetic templates made at enrollment, "
@@ -325,11 +381,14 @@ def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet:
     if failed:
         for r in failed:
             want = "unlock for " + NAME if r.segment.expect_unlock else "stay locked"
+            if r.segment.expect_liveness_refusal:
+                want += " and journal a liveness refusal"
             say(f"UNEXPECTED: {r.segment.name}: the door should {want} ({r.segment.what})")
         say(f"result: FAILED ({took:.0f} s)")
         return 1
-    say(f"result: OK: the door unlocked for {NAME} without and with a mask and stayed locked "
-        f"for the empty scene and the stranger ({len(main)} segments, {took:.0f} s)")
+    say(f"result: OK: the door unlocked for {NAME} without and with a mask after she blinked and stayed "
+        f"locked for a printed photo of her, the empty scene and the stranger ({len(main)} segments, "
+        f"{took:.0f} s)")
     return 0
 
 
@@ -352,6 +411,9 @@ def _segment_line(r: SegmentResult) -> str:
         g = r.granted[0]
         mask = "with a mask" if g.get("masked") else "no mask"
         what = f"unlocked for {g.get('name')} ({mask}), similarity {g.get('score', 0):.2f}"
+    elif r.liveness_refusals:
+        who = r.liveness_refusals[0].get("person_id")
+        what = f"recognised ({who}) but refused: {r.liveness_refusals[0].get('reason')}"
     elif r.unknown_events or "unknown" in r.decided:
         best = max(r.scores) if r.scores else 0.0
         what = f"unknown face, refused (best similarity to anyone enrolled {best:.2f})"

@@ -374,7 +374,7 @@ def test_world_readable_password_is_flagged(tmp_path):
 def test_doors_feed_the_lock_unchanged():
     lock = pytest.importorskip("edge_mfr.device.lock")
     door = load_config(EXAMPLE, environ={}).doors[0]
-    built = lock.DoorConfig(**door.model_dump())
+    built = lock.DoorConfig(**door.model_dump(exclude={"liveness", "liveness_window_seconds"}))  # not the lock's
     assert built.pins() == door.pins() and built.max_unlock_seconds == door.max_unlock_seconds
 
 
@@ -416,6 +416,14 @@ def test_mqtt_protocol_from_the_environment_and_bad_values(tmp_path):
     assert "mqtt.max_command_bytes" in line and "256" in line
     (line,) = problems(write(tmp_path, "[mqtt]\ncommand_window_seconds = 0\n"))
     assert "mqtt.command_window_seconds" in line
+
+
+def test_a_misspelt_liveness_mode_and_an_empty_window_are_named(tmp_path):
+    path = write(tmp_path, '[[doors]]\nname = "front"\nrelay_pin = 17\nliveness = "blinks"\n'
+                           'liveness_window_seconds = 0\n')
+    lines = config_check(path, environ={})
+    assert lines == [f"{path}: doors[0].liveness: Input should be 'blink' or 'off' (got 'blinks')",
+                     f"{path}: doors[0].liveness_window_seconds: Input should be greater than 0 (got 0)"]
 
 
 def test_gpio_is_a_config_key_and_the_environment_only_overrides_it_to_mock() -> None:

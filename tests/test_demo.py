@@ -21,7 +21,7 @@ def segment_line(out: str, name: str) -> str:
     return match.group(0)
 
 
-def test_demo_unlocks_for_her_with_and_without_a_mask_and_nobody_else(tmp_path):
+def test_demo_unlocks_for_her_with_and_without_a_mask_and_nobody_else_nor_her_photo(tmp_path):
     env = {**os.environ, "EDGE_MFR_GPIO": "mock"}
     proc = subprocess.run([sys.executable, "-m", "edge_mfr.cli", "demo", "--out", str(tmp_path)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=180)
@@ -30,6 +30,8 @@ def test_demo_unlocks_for_her_with_and_without_a_mask_and_nobody_else(tmp_path):
     approach, masked = segment_line(out, "approach"), segment_line(out, "masked")
     assert "UNLOCKED" in approach and "unlocked for Eileen Collins (no mask)" in approach
     assert "UNLOCKED" in masked and "unlocked for Eileen Collins (with a mask)" in masked
+    photo = segment_line(out, "photo")
+    assert " locked " in photo and "refused: no blink within 2.5 s (liveness check)" in photo
     assert "locked    no face" in segment_line(out, "empty")
     stranger = segment_line(out, "stranger")
     assert " locked " in stranger and "unknown face" in stranger
@@ -42,9 +44,11 @@ def test_demo_unlocks_for_her_with_and_without_a_mask_and_nobody_else(tmp_path):
     with Journal(journal, readonly=True) as j:
         granted = j.query(kind="access_granted", limit=None, newest_first=False)
         unknown = j.query(kind="unknown_face", limit=None)
+        refused = j.query(kind="liveness_refused", limit=None)
     assert [(g["person_id"], g["payload"]["masked"]) for g in granted] == [("eileen-collins", False),
                                                                           ("eileen-collins", True)]
     assert len(unknown) == 1
+    assert [r["person_id"] for r in refused] == ["eileen-collins"]  # the photo, and only the photo
     assert (tmp_path / "config.toml").is_file() and any(tmp_path.glob("door.*"))
 
 

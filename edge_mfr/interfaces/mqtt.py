@@ -68,7 +68,7 @@ __all__ = ["COMMAND_QUEUE", "DoorInfo", "EVENT_KINDS", "MqttAuthError", "MqttCli
 
 #: Journal event kinds published on <prefix>/event/<kind> (others stay in the journal only).
 EVENT_KINDS = frozenset({"recognized", "unknown_face", "access_granted", "access_denied", "door_opened",
-                         "door_forced", "door_held_open", "lockout", "mask_status"})
+                         "door_forced", "door_held_open", "lockout", "mask_status", "liveness_refused"})
 WINDOW = 20  # outbox messages in flight at once (paho's max_inflight_messages is set to the same)
 RESEND_WAIT_S = 10.0  # after a reconnect, how long paho may take to re-send what was in flight
 COMMAND_QUEUE = 32

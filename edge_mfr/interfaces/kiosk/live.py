@@ -18,7 +18,7 @@ HOLD_S = 5.0  # how long the banner keeps a decision after it was made
 EVENT_TEXT = {"access_granted": "granted", "access_denied": "denied", "unknown_face": "unknown face",
               "lockout": "lockout", "lockout_ended": "lockout ended", "unlocked": "door unlocked",
               "locked": "door locked", "watchdog_tripped": "watchdog relocked the door",
-              "gallery_reloaded": "people updated"}
+              "gallery_reloaded": "people updated", "liveness_refused": "no blink, not let in"}
 
 
 def track_label(view: Any) -> Any:
@@ -140,7 +140,10 @@ class StatusBoard:
             return list(self._events)
 
     def banner(self, report: Any, unlocked: bool, lockout_s: float) -> dict[str, str]:
-        """Welcome, NAME / Access denied / Unknown / Locked out / Door open / Door locked."""
+        """Welcome, NAME / Blink to enter / Access denied / Unknown / Locked out / Door open / Door locked.
+
+        "Blink to enter" while a recognised face waits for the door's liveness check (a track view whose
+        ``liveness`` is "waiting"): without it the person would not know why the door stays shut."""
         now = self.clock()
         tracks = report.tracks if report is not None else []
         with self._lock:
@@ -149,6 +152,8 @@ class StatusBoard:
             return {"kind": "lockout", "text": f"Locked out: try again in {lockout_s:.0f} s"}
         if grant and (now - grant[0] < self.hold_s or any(t.track_id == grant[2] for t in tracks)):
             return {"kind": "welcome", "text": f"Welcome, {grant[1]}"}
+        if any(getattr(t, "liveness", None) == "waiting" for t in tracks):
+            return {"kind": "blink", "text": "Blink to enter"}
         if deny and now - deny[0] < self.hold_s:
             return {"kind": "denied", "text": "Access denied"}
         if now - unknown_at < self.hold_s or any(t.decided == "unknown" for t in tracks):

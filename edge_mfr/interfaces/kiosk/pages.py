@@ -15,6 +15,7 @@ a { color: #8cf; }
 #banner { font-size: 5vh; font-weight: 700; text-align: center; padding: 2vh 1vw; background: #333; }
 #banner.welcome { background: #1f7a3a; } #banner.unknown, #banner.denied { background: #a3261c; }
 #banner.lockout { background: #8a5a00; } #banner.open { background: #1f5f7a; }
+#banner.blink { background: #5b3f8c; }
 .live { display: flex; gap: 1vw; padding: 1vw; }
 .live img { flex: 3; max-width: 75vw; max-height: 78vh; object-fit: contain; background: #000; }
 .side { flex: 1; font-size: 2.2vh; }
