@@ -291,7 +291,9 @@ def cmd_people(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edge_mfr.eval import public_report, run_eval, summary, write_plots
+    from edge_mfr.eval import public_report, run_eval, summary
+    from edge_mfr.plots import check_plot_dir, write_plots
+    from edge_mfr.progress import StagedProgress
     from edge_mfr.vision.pipeline import FacePipeline
 
     data_dir = Path(args.data_dir)
@@ -299,16 +301,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputNotFoundError(f"{data_dir}: no such folder")
     subsets = [s for s in args.subsets.split(",") if s]
     strangers = [s for s in args.strangers.split(",") if s] if args.strangers else []
+    # Every output is checked before minutes of work, and the summary is printed before the optional plots.
+    if args.json:
+        _check_writable_file(Path(args.json))
+    if args.plots:
+        check_plot_dir(Path(args.plots))
     pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models)
-    report = run_eval(data_dir, subsets, strangers, pipeline)
+    progress = StagedProgress("eval")
+    try:
+        report = run_eval(data_dir, subsets, strangers, pipeline, progress=progress)
+    finally:
+        progress.close()
     text = public_report(report)
     if args.json:
         Path(args.json).write_text(text + "\n")
+        print(f"wrote {args.json}")
+    print(summary(report))
     if args.plots:
         for path in write_plots(report, Path(args.plots)):
             print(f"wrote {path}")
-    print(summary(report))
     return 0
+
+
+def _check_writable_file(path: Path) -> None:
+    """Fail now, not after the work, when ``path`` cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise EdgeMfrError(f"{path}: is a folder, not a file")
+    if not parent.is_dir():
+        raise InputNotFoundError(f"{parent}: no such folder for {path}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise EdgeMfrError(f"{path}: not writable")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -425,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subsets", required=True, help="comma separated subsets whose people are enrolled")
     p.add_argument("--strangers", default="", help="comma separated subsets used as strangers")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
-    p.add_argument("--plots", metavar="DIR", help="write score distribution and DET plots (needs matplotlib)")
+    p.add_argument("--plots", metavar="DIR", help="write score distribution and DET plots (PNG) to DIR")
     p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_eval)
