@@ -395,6 +395,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_option(p: argparse.ArgumentParser) -> None:
+    """``--config`` after the subcommand too (as the example file and habit put it); it wins over the one before."""
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="configuration file (as before the "
+                                                                          "subcommand)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-mfr", description=__doc__.splitlines()[0].rstrip("."))
     parser.add_argument("--version", action="version", version=f"edge-mfr {__version__}")
@@ -455,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="check a configuration file and print every problem precisely")
     p.add_argument("action", choices=["check"])
+    _config_option(p)
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("events", help="list the journal's recent decisions and lock actions")
@@ -462,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO time or a span such as 30m, 2h, 7d")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
+    _config_option(p)
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("run", help="the appliance: camera -> recognition -> door lock (systemd's ExecStart)")
@@ -469,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "a video file, an image folder or 'synthetic'")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames (tests)")
     p.add_argument("--realtime", action="store_true", help="replay a video file at its own frame rate")
+    _config_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the whole appliance on a rendered clip: no Pi, camera or broker needed")
@@ -478,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check config, models, runtime, gallery, camera, GPIO, journal, broker")
     p.add_argument("--camera-timeout", type=float, default=5.0, help="seconds to wait for a camera frame")
+    _config_option(p)
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("bench", help="per-stage latency, fps, memory and load time on this machine")

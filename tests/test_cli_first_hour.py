@@ -1,0 +1,36 @@
+"""What a new user meets first on the command line: options where the docs put them, outputs checked early."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "deploy" / "config.example.toml"
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    full_env = {**os.environ, "EDGE_MFR_STATE_DIR": "/nonexistent-state", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edge_mfr.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=300)
+
+
+def test_config_check_as_the_example_file_tells_users_to_run_it():
+    command = re.search(r"Check a file with:\s+edge-mfr (.*)$", EXAMPLE.read_text(), re.MULTILINE).group(1)
+    args = command.replace("/etc/edge-mfr/config.toml", str(EXAMPLE)).split()
+    assert args[:2] == ["config", "check"] and "--config" in args  # the option after the subcommand
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{EXAMPLE}: ok" in proc.stdout
+
+
+def test_eval_refuses_an_unwritable_plot_folder_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli("eval", str(tmp_path), "--subsets", "none", "--plots", str(blocker / "plots"))
+    assert proc.returncode != 0
+    assert "cannot create the plot folder" in proc.stderr and "Traceback" not in proc.stderr
