@@ -14,7 +14,8 @@ EXAMPLE = REPO / "deploy" / "config.example.toml"
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
     import os
 
-    full_env = {**os.environ, "EDGE_MFR_STATE_DIR": "/nonexistent-state", **(env or {})}
+    # PYTHONPATH: this checkout's code even when cwd is elsewhere (the shared venv's editable install is not it).
+    full_env = {**os.environ, "EDGE_MFR_STATE_DIR": "/nonexistent-state", "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "edge_mfr.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=300)
 
@@ -34,3 +35,21 @@ def test_eval_refuses_an_unwritable_plot_folder_before_any_work(tmp_path):
     proc = run_cli("eval", str(tmp_path), "--subsets", "none", "--plots", str(blocker / "plots"))
     assert proc.returncode != 0
     assert "cannot create the plot folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_with_a_missing_gallery_stops_before_measuring(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not looked at: the gallery is checked first")
+    proc = run_cli("bench", "--source", str(clip), "--gallery", "state/gallery.npz", cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"{tmp_path / 'state' / 'gallery.npz'}: no gallery file" in proc.stderr
+
+
+def test_bench_gallery_is_resolved_against_the_callers_folder(tmp_path, monkeypatch):
+    from edge_mfr.bench import resolve_gallery
+
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "gallery.npz").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_gallery(Path("state/gallery.npz")) == tmp_path / "state" / "gallery.npz"
+    assert resolve_gallery(None) is None
