@@ -1,7 +1,8 @@
 """The `edge-mfr` command line.
 
 Every expected failure (bad image, bad model file, bad gallery, bad config) is an EdgeMfrError and is
-printed as one line with exit code 2; a traceback means a bug.
+printed as one line with exit code 2; a traceback means a bug. EXIT_RULES below is the whole rule, shown
+in `--help`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,19 @@ from edge_mfr.paths import default_gallery
 from edge_mfr.vision.samples import SAMPLE_NAME, sample_image
 
 log = logging.getLogger("edge_mfr")
+
+ERROR_PREFIX = "edge-mfr: error: "
+EXIT_RULES = """exit status:
+  0    done
+  1    done, and the answer is no: a check found problems (config check, doctor) or the demo's door misbehaved
+  2    bad input or usage: nothing, or only the good inputs, processed; one line per problem on stderr,
+       each starting "edge-mfr: error: "
+  130  interrupted (Ctrl-C)
+  141  stdout was closed early (| head): stopped quietly
+output:
+  results go to stdout, progress and errors to stderr; --json on stdout is JSON lines (one object per line),
+  --json OUT (eval, bench) writes one JSON document to the file OUT
+"""
 
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
 def iter_inputs(paths: list[str]) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
@@ -84,7 +98,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         try:
             image = load()
         except ImageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
             failures += 1
             continue
         faces = pipeline.detect(image, crop_kind=args.crop_kind)
@@ -116,11 +130,11 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         try:
             _recognize_video(video, target, pipeline, identifier, args)
         except ImageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
             failures += 1
     if annotate and not args.json:
         print(f"annotated output written to {annotate}")
-    return 1 if failures else 0
+    return 2 if failures else 0  # bad input, as when it is the only input (EXIT_RULES)
 
 
 def _identify_records(pipeline, identifier, image, faces, records) -> list | None:
@@ -236,32 +250,27 @@ def _refresh_svm(gallery_path: Path, embedder_sha256: str | None, models_dir: Pa
 
 def cmd_people(args: argparse.Namespace) -> int:
     from edge_mfr.identity.gallery import Gallery
+    from edge_mfr.identity.people_view import people_table, person_record, person_summary
 
     gallery_path = Path(args.gallery) if args.gallery else default_gallery()
     if args.action == "list":
         g = Gallery.load(gallery_path, None, with_crops=False) if gallery_path.exists() else None
         rows = g.summary() if g else []
-        if args.json:
-            print(json.dumps(rows, indent=2))
+        if args.json:  # JSON lines, one person per line, as every --json on stdout (EXIT_RULES)
+            for r in rows:
+                print(json.dumps(r, ensure_ascii=False))
             return 0
         if not rows:
             print(f"nobody enrolled ({gallery_path})")
             return 0
-        print(f"{'id':24} {'name':24} {'allowed':7} {'real':>4} {'synthetic':>9}")
-        for r in rows:
-            print(f"{r['person_id']:24} {r['name']:24} {'yes' if r['allowed'] else 'no':7} {r['real']:>4} "
-                  f"{r['synthetic']:>9}")
+        print(people_table(rows))
         return 0
     if not args.person and args.action != "reembed":
         raise EdgeMfrError(f"people {args.action}: name or id of the person is required")
     if args.action == "show":
         g = Gallery.load(gallery_path, None, with_crops=False)
         p = g.get(args.person)
-        print(json.dumps({"person_id": p.person_id, "name": p.name, "allowed": p.allowed,
-                          "created_at": p.created_at, "updated_at": p.updated_at,
-                          "templates": [{"source": t.source, "synthetic": t.synthetic, "mask_style": t.mask_style,
-                                         "quality": t.quality, "enrolled_at": t.enrolled_at} for t in p.templates]},
-                         indent=2))
+        print(json.dumps(person_record(p), ensure_ascii=False) if args.json else person_summary(p))
         return 0
     if args.action == "reembed":
         from edge_mfr.identity.enroll import reembed
@@ -401,8 +410,17 @@ def _config_option(p: argparse.ArgumentParser) -> None:
                                                                           "subcommand)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one error prefix of EXIT_RULES (argparse's own is "edge-mfr SUBCOMMAND: error:")."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{ERROR_PREFIX}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-mfr", description=__doc__.splitlines()[0].rstrip("."))
+    parser = _Parser(prog="edge-mfr", description=__doc__.splitlines()[0].rstrip("."), epilog=EXIT_RULES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edge-mfr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--models", type=Path, default=None,
@@ -446,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("person", nargs="?", help="id or name")
     p.add_argument("new_name", nargs="?", help="for rename")
     p.add_argument("--gallery", help="gallery file (default: the state folder's gallery.npz)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="list: one JSON line per person; show: one JSON line with "
+                                                       "every template")
     p.set_defaults(func=cmd_people)
 
     p = sub.add_parser("eval", help="accuracy protocol of EVALUATION.md on a labelled folder")
@@ -512,14 +531,22 @@ def main(argv: list[str] | None = None) -> int:
         else "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so a closed pipe is met inside this try and not at interpreter exit
+        return code
     except EdgeMfrError as exc:
         problems = getattr(exc, "problems", None) or [str(exc)]
         for problem in problems:
-            print(f"edge-mfr: error: {problem}", file=sys.stderr)
+            print(f"{ERROR_PREFIX}{problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, as other Unix tools do, and keep the interpreter's
+        # final flush of stdout from raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
