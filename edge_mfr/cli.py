@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_mfr import __version__
 from edge_mfr.errors import EdgeMfrError, ImageError, InputNotFoundError
+from edge_mfr.native_output import native_chatter_to_log
 from edge_mfr.paths import default_gallery
 from edge_mfr.vision.samples import SAMPLE_NAME, sample_image
 
@@ -157,7 +158,8 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
 
     from edge_mfr.vision.draw import draw_faces
 
-    capture = cv2.VideoCapture(str(path))
+    with native_chatter_to_log(f"opening {path}"):  # FFmpeg's "moov atom not found" for a bad file
+        capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ImageError(f"{path}: cannot open video (corrupt or unsupported format)")
     fps = capture.get(cv2.CAP_PROP_FPS)
