@@ -19,9 +19,11 @@ import numpy as np
 
 from edge_mfr import __version__
 from edge_mfr.errors import EdgeMfrError, ImageError, InputNotFoundError
+from edge_mfr.identity.seen import SeenTally
 from edge_mfr.native_output import native_chatter_to_log
 from edge_mfr.paths import default_gallery
 from edge_mfr.vision.samples import SAMPLE_NAME, sample_image
+from edge_mfr.progress import Progress
 
 log = logging.getLogger("edge_mfr")
 
@@ -164,8 +166,11 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
         raise ImageError(f"{path}: cannot open video (corrupt or unsupported format)")
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and 0 < fps <= 240 else 10.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
     crop_kind = "photo" if args.crop_kind == "auto" else args.crop_kind  # video frames are scenes, not crops
     writer, frames, with_faces = None, 0, 0
+    seen = SeenTally()
+    progress = Progress(f"recognize {path.name}", total, "frame")
     try:
         while True:
             ok, bgr = capture.read()
@@ -175,6 +180,7 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
             faces = pipeline.detect(image, crop_kind=crop_kind)
             records = [_face_record(f, i + 1) for i, f in enumerate(faces)]
             labels = _identify_records(pipeline, identifier, image, faces, records)
+            seen.add(records)
             if args.json:
                 print(json.dumps({"image": f"{path}#frame={frames}", "faces": records}))
             if target is not None:
@@ -188,7 +194,9 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
                 writer.write(cv2.cvtColor(draw_faces(image, faces, labels), cv2.COLOR_RGB2BGR))
             frames += 1
             with_faces += bool(faces)
+            progress.update()
     finally:
+        progress.close()
         capture.release()
         if writer is not None:
             writer.release()
@@ -196,6 +204,8 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
         raise ImageError(f"{path}: no frame could be decoded (corrupt or empty video)")
     if not args.json:
         print(f"{path}: {frames} frames, faces in {with_faces}")
+        for line in seen.lines(identifier is not None):
+            print(f"  {line}")
 
 
 def _label(ident):
@@ -205,13 +215,6 @@ def _label(ident):
     if ident.name:
         return Label(f"{ident.name} {ident.decision.score:.2f}{mask}", GREEN)
     return Label(f"unknown{mask}", RED)
-
-
-def _progress(total: int, desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="frame", leave=False, disable=not sys.stderr.isatty())
-    return bar
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -224,7 +227,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     options = EnrollOptions(synthetic_masks=not args.no_synthetic_masks, max_video_frames=args.max_frames,
                             crop_kind=args.crop_kind)
     pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models)
-    bar = _progress(0, f"enrolling {args.name}")
+    bar = Progress(f"enroll {args.name}", None, "image", every=10)  # a video frame counts as one
     try:
         person_id, result = enroll(gallery, args.name, args.paths, pipeline, options, add_to_existing=args.add,
                                    allowed=not args.denied, keep_crops=args.keep_crops, progress=bar.update)
