@@ -537,3 +537,42 @@ def test_doctor_passes_on_a_video_setup_and_fails_on_a_missing_camera(tmp_path, 
     assert run_doctor(bad) == 1
     out = capsys.readouterr().out
     assert "FAIL  camera" in out and "gone.mp4" in out
+
+
+def test_run_prints_each_decision_and_lock_action_and_a_summary_on_ctrl_c(tmp_path, assets, notify_socket):
+    """A person at a terminal sees the camera, the kiosk, every decision and lock action, and a summary."""
+    sock, address = notify_socket
+    state = tmp_path / "state"
+    state.mkdir()
+    shutil.copy(assets.gallery, state / "gallery.npz")
+    cfg = write_toml(tmp_path / "config.toml", config_data(state, assets.eileen_clip, doors=[
+        {"name": "front", "relay_pin": RELAY, "unlock_seconds": 4.0, "max_unlock_seconds": 4.0}]))
+    journal = state / "journal.db"
+    proc = edge_mfr(["--config", str(cfg), "run", "--realtime"], {"NOTIFY_SOCKET": address})
+    try:
+        messages: list[bytes] = []
+        while not any(m.startswith(b"READY=1") for m in messages):  # the journal exists from READY on
+            msg = receive(sock, TIMEOUT)
+            assert msg is not None, f"no READY; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+            messages.append(msg)
+
+        def unlocked() -> bool:
+            with Journal(journal, readonly=True) as j:
+                return bool(j.query(kind="unlocked", limit=1))
+
+        assert wait_until(unlocked), "she never unlocked the door"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    lines = [line.split("  ", 1)[-1] for line in out.splitlines()]
+    assert any(line.startswith("started: camera ") for line in lines), out
+    assert "kiosk: off (kiosk.enabled = false)" in lines
+    assert any(line.startswith("door front: GRANTED Eileen Collins") for line in lines), out
+    assert any(line.startswith("door front: UNLOCKED (access granted: Eileen Collins") for line in lines), out
+    assert any(line.startswith("door front: locked (shutdown: SIGINT)") for line in lines), out
+    assert out.splitlines()[-1].startswith("stopped after "), out
+    assert "Traceback" not in err
