@@ -321,7 +321,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plots:
         check_plot_dir(Path(args.plots))
     pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models)
-    progress = StagedProgress("eval")
+    progress = StagedProgress("eval", units={"enrolling people": "identity", "probes": "probe",
+                                             "mask status, 5-fold": "step"})
     try:
         report = run_eval(data_dir, subsets, strangers, pipeline, progress=progress)
     finally:

@@ -126,8 +126,11 @@ class Chart:
             self.text(label, (px + 9, py - 8), 0.4, color)
         return px, py
 
-    def legend(self) -> None:
+    def legend(self, left: bool = False) -> None:
+        """The legend box in the top right corner (top left with ``left``)."""
         x, y = self.w - self.right - 10, self.top + 18
+        if left and self._legend:
+            x = self.left + 50 + max(cv2.getTextSize(t, FONT, 0.4, 1)[0][0] for t, _ in self._legend)
         if not self._legend:
             return
         width = max(cv2.getTextSize(t, FONT, 0.4, 1)[0][0] for t, _ in self._legend)
@@ -201,7 +204,7 @@ def _score_plot(s: dict, t: dict, kinds, path: Path) -> Path:
     series = [("impostor", "impostor", BLUE), *((k, f"genuine {n}", c) for k, n, c, _ in kinds)]
     dens = {k: np.histogram(np.clip(s[k], bins[0], bins[-1]), bins=bins, density=True)[0] if len(s[k]) else
             np.zeros(len(centres)) for k, _, _ in series}
-    ymax = max(1.0, max(float(d.max()) for d in dens.values()) * 1.1)
+    ymax = max(1.0, max(float(d.max()) for d in dens.values()) * 1.4)  # headroom for the legend
     counts = ", ".join(f"{len(s[k])} {n}" for k, n, _ in series)
     chart = Chart((800, 460), Axis(bins[0], bins[-1]), Axis(0.0, ymax),
                   f"Score distributions ({counts} scores)", "cosine similarity to the identity's templates",
@@ -212,7 +215,7 @@ def _score_plot(s: dict, t: dict, kinds, path: Path) -> Path:
         chart.line(xs, ys, color, f"{name} (n={len(s[key])})")
     for _, name, color, threshold in kinds:
         chart.line([threshold, threshold], [0, ymax], color, f"{name} threshold {threshold:.3f}", 1, dashed=True)
-    chart.legend()
+    chart.legend(left=True)  # the thresholds and genuine scores are on the right
     return chart.save(path)
 
 

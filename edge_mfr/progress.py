@@ -69,8 +69,9 @@ class Progress:
 class StagedProgress:
     """A ``progress(stage, done, total)`` hook (as ``run_eval`` calls it) shown as one Progress per stage."""
 
-    def __init__(self, prefix: str, *, stream: TextIO | None = None, tty: bool | None = None) -> None:
-        self.prefix, self.stream, self.tty = prefix, stream, tty
+    def __init__(self, prefix: str, *, units: dict[str, str] | None = None, stream: TextIO | None = None,
+                 tty: bool | None = None) -> None:
+        self.prefix, self.units, self.stream, self.tty = prefix, units or {}, stream, tty
         self._stage: str | None = None
         self._current: Progress | None = None
 
@@ -78,7 +79,8 @@ class StagedProgress:
         if stage != self._stage:
             self.close()
             self._stage = stage
-            self._current = Progress(f"{self.prefix}: {stage}", total, stream=self.stream, tty=self.tty)
+            self._current = Progress(f"{self.prefix}: {stage}", total, self.units.get(stage, "item"),
+                                     stream=self.stream, tty=self.tty)
         assert self._current is not None
         if done > self._current.done:
             self._current.update(done - self._current.done)
