@@ -53,3 +53,20 @@ def test_bench_gallery_is_resolved_against_the_callers_folder(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert resolve_gallery(Path("state/gallery.npz")) == tmp_path / "state" / "gallery.npz"
     assert resolve_gallery(None) is None
+
+
+def test_printed_hints_name_edge_mfr_as_it_can_be_typed_here(tmp_path, monkeypatch):
+    """After `make demo` edge-mfr is .venv/bin/edge-mfr, not on PATH: a hint must work as printed."""
+    from edge_mfr.paths import cli_command
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").symlink_to(sys.executable)
+    (venv_bin / "edge-mfr").write_text("#!/bin/sh\n")
+    (venv_bin / "edge-mfr").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # not activated
+    assert cli_command() == ".venv/bin/edge-mfr"
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")  # activated
+    assert cli_command() == "edge-mfr"
