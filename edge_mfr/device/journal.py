@@ -344,13 +344,18 @@ class Journal:
         door: str | None = None,
         limit: int | None = 100,
         newest_first: bool = True,
+        exclude: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
-        """Events matching every given filter; ``since`` is inclusive, ``until`` exclusive."""
+        """Events matching every given filter; ``since`` is inclusive, ``until`` exclusive; ``exclude``
+        leaves out kinds (the kiosk hides the per-face mask_status rows unless they are asked for)."""
         where, args = [], []
         if kind is not None:
             kinds = [kind] if isinstance(kind, str) else list(kind)
             where.append(f"kind IN ({','.join('?' * len(kinds))})")
             args += kinds
+        if exclude:
+            where.append(f"kind NOT IN ({','.join('?' * len(exclude))})")
+            args += list(exclude)
         now = self._clock()
         if since is not None:
             where.append("ts >= ?")
