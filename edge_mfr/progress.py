@@ -54,7 +54,9 @@ class Progress:
         self._closed = True
 
     def _count(self, n: int) -> str:
-        return f"{n} {self.unit}{'' if n == 1 else 's'}"
+        if n == 1:
+            return f"{n} {self.unit}"
+        return f"{n} {self.unit[:-1] + 'ies' if self.unit.endswith('y') else self.unit + 's'}"
 
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)

@@ -27,6 +27,13 @@ def test_log_progress_without_a_total_writes_every_n_items():
     assert out.getvalue().splitlines() == ["enroll: started", "enroll: 15 frames", "enroll: done, 15 frames"]
 
 
+def test_units_are_counted_in_plain_english():
+    out = io.StringIO()
+    with Progress("eval", 2, "identity", stream=out, tty=False) as bar:
+        bar.update(2)
+    assert out.getvalue().splitlines() == ["eval: started (2 identities)", "eval: done, 2 identities"]
+
+
 def test_staged_progress_opens_one_progress_per_stage():
     out = io.StringIO()
     hook = StagedProgress("eval", stream=out, tty=False)

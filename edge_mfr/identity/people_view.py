@@ -3,6 +3,7 @@ JSON for programs (no embeddings: those are biometric data and stay in the galle
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -35,7 +36,8 @@ def person_summary(person) -> str:
     real = [t for t in templates if not t.synthetic]
     synthetic = [t for t in templates if t.synthetic]
     sources = Counter(t.source.split("#")[0] for t in real)
-    styles = Counter((t.mask_style or "mask").split(":")[0] for t in synthetic)
+    # Style names end in their colour (surgical-pleats-8abade): the kind of mask is what a reader wants.
+    styles = Counter(re.sub(r"-[0-9a-f]{6}$", "", t.mask_style or "mask") for t in synthetic)
     quality = [t.quality for t in real]
     lines = [f"{person.name} ({person.person_id})",
              f"  allowed:    {'yes' if person.allowed else 'no (recognised, never let in)'}",
@@ -48,6 +50,6 @@ def person_summary(person) -> str:
     lines.append("  sources:    " + ", ".join(f"{s} ({n})" if n > 1 else s for s, n in shown)
                  + (f", and {len(sources) - len(shown)} more" if len(sources) > len(shown) else ""))
     if styles:
-        lines.append("  mask styles: " + ", ".join(f"{s} ({n})" for s, n in sorted(styles.items())))
+        lines.append("  masks:      " + ", ".join(f"{s} ({n})" for s, n in sorted(styles.items())))
     lines.append("  (--json lists every template)")
     return "\n".join(lines)
