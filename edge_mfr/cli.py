@@ -171,6 +171,7 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
     writer, frames, with_faces = None, 0, 0
     seen = SeenTally()
     progress = Progress(f"recognize {path.name}", total, "frame")
+    failed = True
     try:
         while True:
             ok, bgr = capture.read()
@@ -195,8 +196,9 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
             frames += 1
             with_faces += bool(faces)
             progress.update()
+        failed = False
     finally:
-        progress.close()
+        progress.close(failed)
         capture.release()
         if writer is not None:
             writer.release()
@@ -227,12 +229,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     options = EnrollOptions(synthetic_masks=not args.no_synthetic_masks, max_video_frames=args.max_frames,
                             crop_kind=args.crop_kind)
     pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models)
-    bar = Progress(f"enroll {args.name}", None, "image", every=10)  # a video frame counts as one
-    try:
+    with Progress(f"enroll {args.name}", None, "image", every=10) as bar:  # a video frame counts as one
         person_id, result = enroll(gallery, args.name, args.paths, pipeline, options, add_to_existing=args.add,
                                    allowed=not args.denied, keep_crops=args.keep_crops, progress=bar.update)
-    finally:
-        bar.close()
     for line in result.summary_lines():
         print(line)
     _refresh_svm(gallery, pipeline.embedder.model_sha256, args.models)
@@ -325,8 +324,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                              "mask status, 5-fold": "step"})
     try:
         report = run_eval(data_dir, subsets, strangers, pipeline, progress=progress)
-    finally:
-        progress.close()
+    except BaseException:
+        progress.close(failed=True)
+        raise
+    progress.close()
     text = public_report(report)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -43,14 +43,15 @@ class Progress:
         elif self.done % self.every == 0:
             self._line(f"{self.desc}: {self._count(self.done)}")
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """End the bar or write the closing line ("stopped after", not "done", when the work failed)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         elif self.tty:
             pass
         elif not self._closed:
-            self._line(f"{self.desc}: done, {self._count(self.done)}")
+            self._line(f"{self.desc}: {'stopped after' if failed else 'done,'} {self._count(self.done)}")
         self._closed = True
 
     def _count(self, n: int) -> str:
@@ -64,8 +65,8 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(failed=exc_type is not None)
 
 
 class StagedProgress:
@@ -87,7 +88,7 @@ class StagedProgress:
         if done > self._current.done:
             self._current.update(done - self._current.done)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         if self._current is not None:
-            self._current.close()
+            self._current.close(failed)
             self._current = None

@@ -44,3 +44,14 @@ def test_staged_progress_opens_one_progress_per_stage():
     assert out.getvalue().splitlines() == [
         "eval: enrolling people: started (2 items)", "eval: enrolling people: 1/2 items (50%)",
         "eval: enrolling people: done, 2 items", "eval: probes: started (1 item)", "eval: probes: done, 1 item"]
+
+
+def test_a_failed_step_does_not_say_done():
+    out = io.StringIO()
+    try:
+        with Progress("enroll Ada", None, "image", stream=out, tty=False) as bar:
+            bar.update(3)
+            raise ValueError("no face")
+    except ValueError:
+        pass
+    assert out.getvalue().splitlines()[-1] == "enroll Ada: stopped after 3 images"
