@@ -22,8 +22,8 @@ from edge_mfr.errors import EdgeMfrError, ImageError, InputNotFoundError
 from edge_mfr.identity.seen import SeenTally
 from edge_mfr.native_output import native_chatter_to_log
 from edge_mfr.paths import default_gallery
-from edge_mfr.vision.samples import SAMPLE_NAME, sample_image
 from edge_mfr.progress import Progress
+from edge_mfr.vision.samples import SAMPLE_NAME, sample_image
 
 log = logging.getLogger("edge_mfr")
 

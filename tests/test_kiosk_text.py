@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from edge_mfr.device.kiosk_pages import journal_page, live_page
+from edge_mfr.interfaces.kiosk.pages import journal_page, live_page
 from edge_mfr.timefmt import local_time
 
 ROW = {"ts": "2026-12-01T06:10:20.123456+00:00", "kind": "access_granted", "door": "front", "person_id": "ada",
@@ -33,3 +33,21 @@ def test_admin_link_is_a_button_sized_link():
 
 def test_local_time_leaves_odd_values_readable():
     assert local_time(None) == "-" and local_time("not a time") == "not a time"
+
+
+def test_journal_rows_hide_mask_status_unless_it_is_the_kind_asked_for(tmp_path):
+    from types import SimpleNamespace
+
+    from edge_mfr.device.journal import Journal
+    from edge_mfr.interfaces.kiosk.handler import JOURNAL_KINDS
+    from edge_mfr.interfaces.kiosk.server import Kiosk
+
+    assert "mask_status" in JOURNAL_KINDS  # it can be chosen in the filter
+    with Journal(tmp_path / "journal.db") as journal:
+        journal.record("access_granted", door="front", person_id="ada")
+        for _ in range(3):
+            journal.record("mask_status", door="front", masked=True)
+        settings = SimpleNamespace(admin_password_file=None, stream_width=640, max_upload_mb=5, bind="127.0.0.1")
+        kiosk = Kiosk(SimpleNamespace(journal=journal), settings)
+        assert [r["kind"] for r in kiosk.journal_rows({})] == ["access_granted"]
+        assert [r["kind"] for r in kiosk.journal_rows({"kind": "mask_status"})] == ["mask_status"] * 3
