@@ -45,16 +45,24 @@ help:
 
 # The device/test environment (one venv; TensorFlow is there only for the host-side tests).
 .venv/.demo: pyproject.toml
+	@echo "make demo: creating .venv and installing edge-mfr with its demo extra (scikit-image's sample photos)"
 	python3 -m venv .venv
 	.venv/bin/python -m pip install -q --upgrade pip
 	.venv/bin/python -m pip install -q -e '.[demo]'
 	touch $@
 
+# Three installs, each announced, so the minutes of downloading say what they are for.
 .venv/.test: pyproject.toml tools/requirements-host.txt tools/requirements-onnx.txt tools/bench/requirements.txt
 	python3 -m venv .venv
 	.venv/bin/python -m pip install -q --upgrade pip
-	.venv/bin/python -m pip install -q -e '.[test,demo]' -r tools/requirements-host.txt -r tools/bench/requirements.txt
-	.venv/bin/python -m pip install -q --no-deps face_recognition==1.3.0 -r tools/requirements-onnx.txt
+	@echo "make test: 1/3 edge-mfr and its test extras (pytest, hypothesis, ruff, selenium for the kiosk tests)"
+	.venv/bin/python -m pip install -q -e '.[test,demo]'
+	@echo "make test: 2/3 the host tools (TensorFlow 2.21, about 2 GB; onnx2tf): tests of tools/convert.py and the models"
+	.venv/bin/python -m pip install -q -r tools/requirements-host.txt
+	.venv/bin/python -m pip install -q --no-deps -r tools/requirements-onnx.txt
+	@echo "make test: 3/3 the baselines of tools/bench (dlib, face_recognition, matplotlib): its smoke test"
+	.venv/bin/python -m pip install -q -r tools/bench/requirements.txt
+	.venv/bin/python -m pip install -q --no-deps face_recognition==1.3.0
 	touch $@
 
 demo: .venv/.demo

@@ -763,16 +763,26 @@ def run_command(config_path: Path | None, source: str | None = None, max_frames:
     """``edge-mfr run``: the systemd service's ExecStart."""
     from edge_mfr.config import load_config
     from edge_mfr.config_safety import require_safe
+    from edge_mfr.run_console import RunConsole
 
     cfg = load_config(config_path)
     require_safe(cfg, Path(config_path) if config_path is not None else None)  # the checks of `config check`
     if source:
         cfg.camera = cfg.camera.model_copy(update={"source": source})
     app = Appliance(cfg, models_dir=models_dir, pace=realtime, interfaces=default_interfaces(cfg))
-    code = app.run(max_frames=max_frames)
-    s = app.stats
-    print(f"stopped after {s.frames} frames ({s.fps_mean:.1f} fps), {s.embeddings} embeddings, "
-          f"{s.unlocks} unlocks; journal {cfg.journal.path}")
+    console = RunConsole(kiosk=lambda: app.kiosk.url if app.kiosk is not None else
+                         "not running (see the warning above)" if cfg.kiosk.enabled else "off (kiosk.enabled = false)")
+    app.on_event.append(console)
+    started = False
+    try:
+        code = app.run(max_frames=max_frames)
+        started = True
+    except SystemExit:  # SIGINT: the doors are locked; the summary is still owed
+        started = True
+        raise
+    finally:
+        if started:
+            console.summary(app.stats, cfg.journal.path)
     return code
 
 

@@ -223,6 +223,19 @@ def stream_worker(source: str, reembed_every: int, threads: int, gallery: str | 
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+def resolve_gallery(gallery: Path | None) -> Path | None:
+    """The gallery as an absolute path that exists: the workers run in a temporary state folder, where a
+    relative path would name nothing and the bench would silently measure with nobody enrolled."""
+    from edge_mfr.errors import InputNotFoundError
+
+    if gallery is None:
+        return None
+    path = Path(gallery).expanduser().absolute()
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: no gallery file (enroll someone first, or leave out --gallery)")
+    return path
+
+
 def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None, viewer: bool = False,
                      embedders: list[str] | None = None) -> dict:
     """Stream fps with the tracker's embedding reuse on (default K) and off (every face, every frame), and
@@ -231,6 +244,7 @@ def run_stream_bench(source: Path, threads: int = 1, gallery: Path | None = None
     from edge_mfr.config import load_config
     from edge_mfr.errors import EdgeMfrError
 
+    gallery = resolve_gallery(gallery)
     default_k = load_config(None, environ={}).recognition.reembed_every
     runs = []
     modes = (("tracker on", default_k, "off"), ("tracker off (embed every face, every frame)", 1, "off"),

@@ -1,7 +1,8 @@
 """The `edge-mfr` command line.
 
 Every expected failure (bad image, bad model file, bad gallery, bad config) is an EdgeMfrError and is
-printed as one line with exit code 2; a traceback means a bug.
+printed as one line with exit code 2; a traceback means a bug. EXIT_RULES below is the whole rule, shown
+in `--help`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,26 @@ import numpy as np
 
 from edge_mfr import __version__
 from edge_mfr.errors import EdgeMfrError, ImageError, InputNotFoundError
+from edge_mfr.identity.seen import SeenTally
+from edge_mfr.native_output import native_chatter_to_log
 from edge_mfr.paths import default_gallery
+from edge_mfr.progress import Progress
 from edge_mfr.vision.samples import SAMPLE_NAME, sample_image
 
 log = logging.getLogger("edge_mfr")
+
+ERROR_PREFIX = "edge-mfr: error: "
+EXIT_RULES = """exit status:
+  0    done
+  1    done, and the answer is no: a check found problems (config check, doctor) or the demo's door misbehaved
+  2    bad input or usage: nothing, or only the good inputs, processed; one line per problem on stderr,
+       each starting "edge-mfr: error: "
+  130  interrupted (Ctrl-C)
+  141  stdout was closed early (| head): stopped quietly
+output:
+  results go to stdout, progress and errors to stderr; --json on stdout is JSON lines (one object per line),
+  --json OUT (eval, bench) writes one JSON document to the file OUT
+"""
 
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
 def iter_inputs(paths: list[str]) -> Iterator[tuple[str, Callable[[], np.ndarray]]]:
@@ -84,7 +101,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         try:
             image = load()
         except ImageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
             failures += 1
             continue
         faces = pipeline.detect(image, crop_kind=args.crop_kind)
@@ -116,11 +133,11 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         try:
             _recognize_video(video, target, pipeline, identifier, args)
         except ImageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
             failures += 1
     if annotate and not args.json:
         print(f"annotated output written to {annotate}")
-    return 1 if failures else 0
+    return 2 if failures else 0  # bad input, as when it is the only input (EXIT_RULES)
 
 
 def _identify_records(pipeline, identifier, image, faces, records) -> list | None:
@@ -144,13 +161,18 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
 
     from edge_mfr.vision.draw import draw_faces
 
-    capture = cv2.VideoCapture(str(path))
+    with native_chatter_to_log(f"opening {path}"):  # FFmpeg's "moov atom not found" for a bad file
+        capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ImageError(f"{path}: cannot open video (corrupt or unsupported format)")
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and 0 < fps <= 240 else 10.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
     crop_kind = "photo" if args.crop_kind == "auto" else args.crop_kind  # video frames are scenes, not crops
     writer, frames, with_faces = None, 0, 0
+    seen = SeenTally()
+    progress = Progress(f"recognize {path.name}", total, "frame")
+    failed = True
     try:
         while True:
             ok, bgr = capture.read()
@@ -160,6 +182,7 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
             faces = pipeline.detect(image, crop_kind=crop_kind)
             records = [_face_record(f, i + 1) for i, f in enumerate(faces)]
             labels = _identify_records(pipeline, identifier, image, faces, records)
+            seen.add(records)
             if args.json:
                 print(json.dumps({"image": f"{path}#frame={frames}", "faces": records}))
             if target is not None:
@@ -173,7 +196,10 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
                 writer.write(cv2.cvtColor(draw_faces(image, faces, labels), cv2.COLOR_RGB2BGR))
             frames += 1
             with_faces += bool(faces)
+            progress.update()
+        failed = False
     finally:
+        progress.close(failed)
         capture.release()
         if writer is not None:
             writer.release()
@@ -181,6 +207,8 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
         raise ImageError(f"{path}: no frame could be decoded (corrupt or empty video)")
     if not args.json:
         print(f"{path}: {frames} frames, faces in {with_faces}")
+        for line in seen.lines(identifier is not None):
+            print(f"  {line}")
 
 
 def _label(ident):
@@ -190,13 +218,6 @@ def _label(ident):
     if ident.name:
         return Label(f"{ident.name} {ident.decision.score:.2f}{mask}", GREEN)
     return Label(f"unknown{mask}", RED)
-
-
-def _progress(total: int, desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="frame", leave=False, disable=not sys.stderr.isatty())
-    return bar
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -210,12 +231,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                             crop_kind=args.crop_kind)
     pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models,
                             embedders=_embedders(args))
-    bar = _progress(0, f"enrolling {args.name}")
-    try:
+    with Progress(f"enroll {args.name}", None, "image", every=10) as bar:  # a video frame counts as one
         person_id, result = enroll(gallery, args.name, args.paths, pipeline, options, add_to_existing=args.add,
                                    allowed=not args.denied, keep_crops=args.keep_crops, progress=bar.update)
-    finally:
-        bar.close()
     for line in result.summary_lines():
         print(line)
     _refresh_svm(gallery, pipeline.embedder_ids, args.models)
@@ -262,32 +280,27 @@ def _embedders(args: argparse.Namespace) -> list[str] | None:
 
 def cmd_people(args: argparse.Namespace) -> int:
     from edge_mfr.identity.gallery import Gallery
+    from edge_mfr.identity.people_view import people_table, person_record, person_summary
 
     gallery_path = Path(args.gallery) if args.gallery else default_gallery()
     if args.action == "list":
         g = Gallery.load(gallery_path, None, with_crops=False) if gallery_path.exists() else None
         rows = g.summary() if g else []
-        if args.json:
-            print(json.dumps(rows, indent=2))
+        if args.json:  # JSON lines, one person per line, as every --json on stdout (EXIT_RULES)
+            for r in rows:
+                print(json.dumps(r, ensure_ascii=False))
             return 0
         if not rows:
             print(f"nobody enrolled ({gallery_path})")
             return 0
-        print(f"{'id':24} {'name':24} {'allowed':7} {'real':>4} {'synthetic':>9}")
-        for r in rows:
-            print(f"{r['person_id']:24} {r['name']:24} {'yes' if r['allowed'] else 'no':7} {r['real']:>4} "
-                  f"{r['synthetic']:>9}")
+        print(people_table(rows))
         return 0
     if not args.person and args.action != "reembed":
         raise EdgeMfrError(f"people {args.action}: name or id of the person is required")
     if args.action == "show":
         g = Gallery.load(gallery_path, None, with_crops=False)
         p = g.get(args.person)
-        print(json.dumps({"person_id": p.person_id, "name": p.name, "allowed": p.allowed,
-                          "created_at": p.created_at, "updated_at": p.updated_at,
-                          "templates": [{"source": t.source, "synthetic": t.synthetic, "mask_style": t.mask_style,
-                                         "quality": t.quality, "enrolled_at": t.enrolled_at} for t in p.templates]},
-                         indent=2))
+        print(json.dumps(person_record(p), ensure_ascii=False) if args.json else person_summary(p))
         return 0
     if args.action == "reembed":
         from edge_mfr.identity.enroll import reembed
@@ -318,7 +331,9 @@ def cmd_people(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edge_mfr.eval import public_report, run_eval, summary, write_plots
+    from edge_mfr.eval import public_report, run_eval, summary
+    from edge_mfr.plots import check_plot_dir, write_plots
+    from edge_mfr.progress import StagedProgress
     from edge_mfr.vision.pipeline import FacePipeline
 
     data_dir = Path(args.data_dir)
@@ -326,16 +341,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputNotFoundError(f"{data_dir}: no such folder")
     subsets = [s for s in args.subsets.split(",") if s]
     strangers = [s for s in args.strangers.split(",") if s] if args.strangers else []
+    # Every output is checked before minutes of work, and the summary is printed before the optional plots.
+    if args.json:
+        _check_writable_file(Path(args.json))
+    if args.plots:
+        check_plot_dir(Path(args.plots))
     pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models,
                             embedders=_embedders(args))
-    report = run_eval(data_dir, subsets, strangers, pipeline, models_dir=args.models)
+    progress = StagedProgress("eval", units={"enrolling people": "identity", "probes": "probe",
+                                             "mask status, 5-fold": "step"})
+    try:
+        report = run_eval(data_dir, subsets, strangers, pipeline, progress=progress,
+                          models_dir=args.models)
+    except BaseException:
+        progress.close(failed=True)
+        raise
+    progress.close()
     text = public_report(report)
     if args.json:
         Path(args.json).write_text(text + "\n")
+        print(f"wrote {args.json}")
+    print(summary(report))
     if args.plots:
         for path in write_plots(report, Path(args.plots)):
             print(f"wrote {path}")
-    print(summary(report))
     return 0
 
 
@@ -352,6 +381,17 @@ def cmd_eval_liveness(args: argparse.Namespace) -> int:
     print(f"APCER {fmt(report['apcer'])} ({report['attack_clips']} attack clips), "
           f"BPCER {fmt(report['bpcer'])} ({report['real_clips']} live clips), window {args.window:.1f} s")
     return 0
+
+
+def _check_writable_file(path: Path) -> None:
+    """Fail now, not after the work, when ``path`` cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise EdgeMfrError(f"{path}: is a folder, not a file")
+    if not parent.is_dir():
+        raise InputNotFoundError(f"{parent}: no such folder for {path}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise EdgeMfrError(f"{path}: not writable")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -422,8 +462,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_option(p: argparse.ArgumentParser) -> None:
+    """``--config`` after the subcommand too (as the example file and habit put it); it wins over the one before."""
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="configuration file (as before the "
+                                                                          "subcommand)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one error prefix of EXIT_RULES (argparse's own is "edge-mfr SUBCOMMAND: error:")."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{ERROR_PREFIX}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-mfr", description=__doc__.splitlines()[0].rstrip("."))
+    parser = _Parser(prog="edge-mfr", description=__doc__.splitlines()[0].rstrip("."), epilog=EXIT_RULES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edge-mfr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--models", type=Path, default=None,
@@ -470,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("person", nargs="?", help="id or name")
     p.add_argument("new_name", nargs="?", help="for rename")
     p.add_argument("--gallery", help="gallery file (default: the state folder's gallery.npz)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="list: one JSON line per person; show: one JSON line with "
+                                                       "every template")
     p.set_defaults(func=cmd_people)
 
     p = sub.add_parser("eval", help="accuracy protocol of EVALUATION.md on a labelled folder")
@@ -478,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subsets", required=True, help="comma separated subsets whose people are enrolled")
     p.add_argument("--strangers", default="", help="comma separated subsets used as strangers")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON")
-    p.add_argument("--plots", metavar="DIR", help="write score distribution and DET plots (needs matplotlib)")
+    p.add_argument("--plots", metavar="DIR", help="write score distribution and DET plots (PNG) to DIR")
     p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_eval)
@@ -493,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="check a configuration file and print every problem precisely")
     p.add_argument("action", choices=["check"])
+    _config_option(p)
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("events", help="list the journal's recent decisions and lock actions")
@@ -500,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO time or a span such as 30m, 2h, 7d")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
+    _config_option(p)
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("run", help="the appliance: camera -> recognition -> door lock (systemd's ExecStart)")
@@ -507,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "a video file, an image folder or 'synthetic'")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames (tests)")
     p.add_argument("--realtime", action="store_true", help="replay a video file at its own frame rate")
+    _config_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("relock", help="drive every door's relay to locked and exit (systemd's ExecStopPost, after "
@@ -520,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check config, models, runtime, gallery, camera, GPIO, journal, broker")
     p.add_argument("--camera-timeout", type=float, default=5.0, help="seconds to wait for a camera frame")
+    _config_option(p)
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("bench", help="per-stage latency, fps, memory and load time on this machine")
@@ -544,14 +604,22 @@ def main(argv: list[str] | None = None) -> int:
         else "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so a closed pipe is met inside this try and not at interpreter exit
+        return code
     except EdgeMfrError as exc:
         problems = getattr(exc, "problems", None) or [str(exc)]
         for problem in problems:
-            print(f"edge-mfr: error: {problem}", file=sys.stderr)
+            print(f"{ERROR_PREFIX}{problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, as other Unix tools do, and keep the interpreter's
+        # final flush of stdout from raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

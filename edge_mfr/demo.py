@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from edge_mfr.errors import EdgeMfrError
+from edge_mfr.paths import cli_command
 
 NAME = "Eileen Collins"
 FPS = 10.0
@@ -366,7 +367,7 @@ def run_demo(out_dir: Path | None = None, models_dir: Path | None = None, quiet:
     for r in results:
         say(_segment_line(r))
     say()
-    say(f"journal: {config.journal.path}  (list it: edge-mfr --config {config_path} events)")
+    say(f"journal: {config.journal.path}  (list it: {cli_command()} --config {config_path} events)")
     if prefix is not None:
         say(_mqtt_line(app.mqtt, broker, prefix))
     main = [r for r in results if r.segment.name in ("approach", "photo", "masked", "empty", "stranger")]

@@ -13,7 +13,6 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -143,7 +142,10 @@ def _embed_probe(pipeline: FacePipeline, data_dir: Path, row: Row, mask_classifi
 def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline: FacePipeline,
              thresholds: Thresholds | None = None, enroll_options: EnrollOptions | None = None,
              mask_classifier=None, progress=None, models_dir: Path | None = None) -> dict:
-    """Run the protocol; returns the report dict with the keys EVALUATION.md defines."""
+    """Run the protocol; returns the report dict with the keys EVALUATION.md defines.
+
+    ``progress(stage, done, total)``, when given, is called as each stage advances (the CLI shows it).
+    """
     from edge_mfr.vision.mask_status import MaskStatusClassifier, cross_validated_accuracy
 
     rows = read_labels(data_dir)
@@ -162,7 +164,9 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
     names = [e.name for e in pipeline.embedders]
     templates: dict[str, list[np.ndarray]] = {n: [] for n in names}
     labels, synthetic, enroll_failed, dropped = [], [], [], 0
-    for identity, items in enroll_sets.items():
+    for done, (identity, items) in enumerate(enroll_sets.items(), 1):
+        if progress:
+            progress("enrolling people", done, len(enroll_sets))
         if not items:
             enroll_failed.append(identity)
             continue
@@ -178,8 +182,6 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
             templates[n].append(result.extra_embeddings[n])
         labels += [identity] * len(result.embeddings)
         synthetic += [m.synthetic for m in result.metas]
-        if progress:
-            progress()
     if not labels:
         raise EdgeMfrError("nobody could be enrolled from the given subsets")
     fusion = load_fusion(pipeline.embedder_ids, models_dir)
@@ -194,7 +196,7 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
     for r in probes:
         results.append(_embed_probe(pipeline, data_dir, r, mask_classifier, classifier))
         if progress:
-            progress()
+            progress("probes", len(results), len(probes))
     found = [p for p in results if p.found]
 
     ids = classifier.ids
@@ -250,8 +252,12 @@ def run_eval(data_dir: Path, subsets: list[str], strangers: list[str], pipeline:
     masked_ok = [p.predicted_masked == p.row.masked for p in found if kind_of(p) != "stranger"]
     report["probe_mask_routing_accuracy"] = float(np.mean(masked_ok)) if masked_ok else float("nan")
     if (data_dir / "mask_status" / "labels.csv").is_file():
+        if progress:
+            progress("mask status, 5-fold", 0, 1)
         report["mask_status_accuracy"], report["mask_status_detail"] = cross_validated_accuracy(
             pipeline, data_dir / "mask_status")
+        if progress:
+            progress("mask status, 5-fold", 1, 1)
     no_face: dict[str, int] = defaultdict(int)
     for p in results:
         if not p.found:
@@ -290,52 +296,6 @@ def summary(report: dict) -> str:
                  f"{c['masked_probes']} masked, {c['unmasked_probes']} unmasked, {c['stranger_probes']} strangers; "
                  f"no face: {report['no_face']}")
     return "\n".join(lines)
-
-
-def write_plots(report: dict, out_dir: Path) -> list[Path]:
-    """Score distributions and a DET curve as PNG (needs matplotlib, an optional host-side extra)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EdgeMfrError("--plots needs matplotlib: pip install matplotlib") from None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    s = report["_scores"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.linspace(-0.3, 1.0, 66)
-    for key, label in (("impostor", "impostor"), ("genuine_unmasked", "genuine unmasked"),
-                       ("genuine_masked", "genuine masked")):
-        ax.hist(s[key], bins=bins, density=True, alpha=0.5, label=label)
-    t = report["open_set"]["thresholds"]
-    ax.axvline(t["masked"], color="k", ls="--", lw=1, label="masked threshold")
-    ax.axvline(t["unmasked"], color="k", ls=":", lw=1, label="unmasked threshold")
-    ax.set_xlabel("cosine similarity to the identity's templates")
-    dist = _save_figure(plt, fig, ax, out_dir / "score_distributions.png")
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    imp = np.asarray(s["impostor"])
-    for key, label in (("genuine_masked", "masked"), ("genuine_unmasked", "unmasked")):
-        gen = np.asarray(s[key])
-        thr = np.unique(np.concatenate([gen, imp]))
-        far = np.array([np.mean(imp >= x) for x in thr])
-        frr = np.array([np.mean(gen < x) for x in thr])
-        ax.loglog(np.clip(far, 1e-5, 1), np.clip(frr, 1e-3, 1), label=label)
-    ax.set_xlabel("false accept rate")
-    ax.set_ylabel("false reject rate")
-    ax.set_title("DET")
-    det = _save_figure(plt, fig, ax, out_dir / "det.png")
-    return [dist, det]
-
-
-def _save_figure(plt: Any, fig: Any, ax: Any, path: Path) -> Path:
-    """Legend, layout, PNG at 110 dpi, and the figure closed (matplotlib keeps every open one in memory)."""
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def public_report(report: dict) -> str:

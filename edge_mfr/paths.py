@@ -32,3 +32,24 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cli_command() -> str:
+    """How to type `edge-mfr` here: the bare name when it is on PATH and is this installation, else the path
+    of this installation's script (relative when under the current folder), so printed hints run as shown.
+
+    Why: after `make demo` the script is .venv/bin/edge-mfr, not on PATH until the venv is activated.
+    """
+    import shutil
+    import sys
+
+    own = Path(sys.executable).parent / "edge-mfr"
+    found = shutil.which("edge-mfr")
+    if found and (not own.exists() or Path(found).resolve() == own.resolve()):
+        return "edge-mfr"
+    if not own.exists():
+        return "edge-mfr"
+    try:
+        return str(own.relative_to(Path.cwd()))
+    except ValueError:
+        return str(own)

@@ -81,7 +81,7 @@ def test_several_inputs_write_one_file_each_into_a_folder(clip, tmp_path, astron
 def test_an_unreadable_video_is_one_clear_error(tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all" * 100)
-    assert main(["recognize", str(bad), "--no-identify", "--annotate", str(tmp_path / "x.mp4")]) == 1
+    assert main(["recognize", str(bad), "--no-identify", "--annotate", str(tmp_path / "x.mp4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("error: ") and str(bad) in err[-1] and "Traceback" not in "".join(err)
+    assert err and err[-1].startswith("edge-mfr: error: ") and str(bad) in err[-1] and "Traceback" not in "".join(err)
     assert not (tmp_path / "x.mp4").exists()

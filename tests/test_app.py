@@ -577,3 +577,42 @@ def test_start_after_a_kill_relocks_first_cleans_up_and_journals_a_bad_svm_cache
     assert not leftover.exists()
     warnings = [e for e in journal_events(config) if e["kind"] == "warning"]
     assert len(warnings) == 1 and "SVM weights cache ignored and rebuilt" in warnings[0]["payload"]["problem"]
+
+
+def test_run_prints_each_decision_and_lock_action_and_a_summary_on_ctrl_c(tmp_path, assets, notify_socket):
+    """A person at a terminal sees the camera, the kiosk, every decision and lock action, and a summary."""
+    sock, address = notify_socket
+    state = tmp_path / "state"
+    state.mkdir()
+    shutil.copy(assets.gallery, state / "gallery.npz")
+    cfg = write_toml(tmp_path / "config.toml", config_data(state, assets.eileen_clip, doors=[
+        {"name": "front", "relay_pin": RELAY, "unlock_seconds": 4.0, "max_unlock_seconds": 4.0}]))
+    journal = state / "journal.db"
+    proc = edge_mfr(["--config", str(cfg), "run", "--realtime"], {"NOTIFY_SOCKET": address})
+    try:
+        messages: list[bytes] = []
+        while not any(m.startswith(b"READY=1") for m in messages):  # the journal exists from READY on
+            msg = receive(sock, TIMEOUT)
+            assert msg is not None, f"no READY; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+            messages.append(msg)
+
+        def unlocked() -> bool:
+            with Journal(journal, readonly=True) as j:
+                return bool(j.query(kind="unlocked", limit=1))
+
+        assert wait_until(unlocked), "she never unlocked the door"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    lines = [line.split("  ", 1)[-1] for line in out.splitlines()]
+    assert any(line.startswith("started: camera ") for line in lines), out
+    assert "kiosk: off (kiosk.enabled = false)" in lines
+    assert any(line.startswith("door front: GRANTED Eileen Collins") for line in lines), out
+    assert any(line.startswith("door front: UNLOCKED (access granted: Eileen Collins") for line in lines), out
+    assert any(line.startswith("door front: locked (shutdown: SIGINT)") for line in lines), out
+    assert out.splitlines()[-1].startswith("stopped after "), out
+    assert "Traceback" not in err

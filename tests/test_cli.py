@@ -107,13 +107,14 @@ def test_enroll_people_and_recognize_round_trip(tmp_path, astronaut):
     assert proc.returncode == 0, proc.stderr
     assert "enrolled 'Eileen Collins'" in proc.stdout
     assert (gallery.stat().st_mode & 0o777) == 0o600
-    listing = json.loads(run_cli("people", "list", "--json", "--gallery", str(gallery)).stdout)
+    listing = [json.loads(line) for line in
+               run_cli("people", "list", "--json", "--gallery", str(gallery)).stdout.splitlines()]
     assert listing[0]["name"] == "Eileen Collins" and listing[0]["real"] == 1
     proc = run_cli("recognize", str(photo), "--gallery", str(gallery))
     assert "-> Eileen Collins" in proc.stdout, proc.stdout
     assert run_cli("people", "rename", "Eileen Collins", "Eileen", "--gallery", str(gallery)).returncode == 0
     assert run_cli("people", "deny", "Eileen", "--gallery", str(gallery)).returncode == 0
-    shown = json.loads(run_cli("people", "show", "Eileen", "--gallery", str(gallery)).stdout)
+    shown = json.loads(run_cli("people", "show", "Eileen", "--json", "--gallery", str(gallery)).stdout)
     assert shown["allowed"] is False
     assert run_cli("people", "remove", "Eileen", "--gallery", str(gallery)).returncode == 0
     assert "nobody enrolled" in run_cli("people", "list", "--gallery", str(gallery)).stdout

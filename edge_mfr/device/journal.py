@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from edge_mfr.errors import EdgeMfrError, InputNotFoundError
+from edge_mfr.timefmt import local_time
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,14 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x65646D66  # "edmf": marks the file as an edge-mfr journal
 PRUNE_INTERVAL_S = 3600.0
 _RESERVED = frozenset({"kind", "door", "person_id", "publish", "id", "event_id", "ts"})
+#: Every event kind the appliance writes (policy decisions, the lock, the loop, the service, MQTT, the kiosk):
+#: what `edge-mfr events --kind` accepts besides the kinds a journal already holds.
+KNOWN_KINDS = frozenset({
+    "access_granted", "access_denied", "unknown_face", "recognized", "mask_status", "lockout", "lockout_ended",
+    "unlocked", "locked", "unlock_refused", "watchdog_tripped", "door_opened", "door_closed", "door_forced",
+    "door_held_open", "exit_button", "gallery_reloaded", "gallery_error", "source_lost", "source_restored",
+    "started", "stopped", "kiosk_error",
+})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -432,13 +441,18 @@ class Journal:
         door: str | None = None,
         limit: int | None = 100,
         newest_first: bool = True,
+        exclude: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
-        """Events matching every given filter; ``since`` is inclusive, ``until`` exclusive."""
+        """Events matching every given filter; ``since`` is inclusive, ``until`` exclusive; ``exclude``
+        leaves out kinds (the kiosk hides the per-face mask_status rows unless they are asked for)."""
         where, args = [], []
         if kind is not None:
             kinds = [kind] if isinstance(kind, str) else list(kind)
             where.append(f"kind IN ({','.join('?' * len(kinds))})")
             args += kinds
+        if exclude:
+            where.append(f"kind NOT IN ({','.join('?' * len(exclude))})")
+            args += list(exclude)
         now = self._clock()
         if since is not None:
             where.append("ts >= ?")
@@ -462,6 +476,10 @@ class Journal:
 
     def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return self._run(lambda db: db.execute(sql, args).fetchone()[0])
+
+    def kinds(self) -> list[str]:
+        """The distinct event kinds this journal holds."""
+        return self._run(lambda db: [r[0] for r in db.execute("SELECT DISTINCT kind FROM events")])
 
     def count(self, kind: str | None = None) -> int:
         if kind is None:
@@ -568,13 +586,26 @@ def _details(payload: dict[str, Any], width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def check_kinds(kinds: Sequence[str], recorded: Iterable[str]) -> None:
+    """Refuse an event kind that the appliance never writes and this journal does not hold: a typo would
+    otherwise print "no events" and look like a quiet day. Suggests the closest known kind."""
+    import difflib
+
+    known = sorted(set(KNOWN_KINDS) | set(recorded))
+    for kind in kinds:
+        if kind not in known:
+            close = difflib.get_close_matches(kind, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known kinds: {', '.join(known)}"
+            raise JournalError(f"--kind: no event kind {kind!r}; {hint}")
+
+
 def format_events(rows: Sequence[dict[str, Any]], details_width: int = 60) -> str:
     """A compact table of events for a terminal, local time, in the order given."""
     if not rows:
         return "no events"
     table = [("time", "kind", "door", "person", "details")]
     for r in rows:
-        when = datetime.fromisoformat(r["ts"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        when = local_time(r["ts"])
         details = _details(r["payload"], details_width)
         table.append((when, r["kind"], r["door"] or "-", r["person_id"] or "-", details))
     widths = [max(len(row[i]) for row in table) for i in range(4)]
@@ -590,7 +621,9 @@ def events_command(journal_path: Path | str, kind: str | None = None, since: str
     except ValueError as exc:
         raise JournalError(f"--since: {exc}") from None
     with Journal(journal_path, readonly=True) as journal:
-        kinds = [k.strip() for k in kind.split(",")] if kind else None
+        kinds = [k.strip() for k in kind.split(",") if k.strip()] if kind else None
+        if kinds:
+            check_kinds(kinds, journal.kinds())
         rows = journal.query(kind=kinds, since=since_dt, limit=limit)[::-1]
     if as_json:
         for row in rows:

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_mfr.errors import EnrollmentError, ImageError, InputNotFoundError
 from edge_mfr.identity.gallery import ExtraModel, Gallery, TemplateMeta, source_label, validate_name
+from edge_mfr.native_output import native_chatter_to_log
 from edge_mfr.vision.align import align_face, alignment_matrix, transform_points
 from edge_mfr.vision.imageio import is_image_path, read_image
 from edge_mfr.vision.pipeline import FacePipeline
@@ -79,7 +80,8 @@ def is_video_path(path: Path) -> bool:
 
 def sample_video(path: Path, max_frames: int) -> Iterator[tuple[str, np.ndarray]]:
     """Evenly spaced RGB frames of a video, named ``file#frame=N``; a clear error if none can be read."""
-    capture = cv2.VideoCapture(str(path))
+    with native_chatter_to_log(f"opening {path}"):  # FFmpeg's notes on a bad file
+        capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise EnrollmentError(f"{path}: cannot open video (corrupt or unsupported format)")
     try:

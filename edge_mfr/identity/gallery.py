@@ -511,8 +511,8 @@ class Gallery:
         for p in self._people.values():
             if p.person_id != except_id and p.name.casefold() == name.casefold():
                 raise EnrollmentError(
-                    f"a person called {p.name!r} is already enrolled (id {p.person_id}); add templates to "
-                    "them, choose another name, or allow a duplicate name explicitly"
+                    f"a person called {p.name!r} is already enrolled (id {p.person_id}): choose another "
+                    "name, or add photos to that person instead"
                 )
 
     def add_person(self, name: str, allowed: bool = True, *, allow_duplicate_name: bool = False) -> Person:

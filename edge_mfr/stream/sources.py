@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from edge_mfr.errors import ImageError, InputNotFoundError
+from edge_mfr.native_output import native_chatter_to_log
 from edge_mfr.stream.frames import Frame, FrameSource, SourceError, SourceUnavailable, _Base, scale_faces
 from edge_mfr.stream.resilient import Backoff, ResilientSource
 from edge_mfr.stream.synthetic import Placement, SyntheticSource, approach_script
@@ -197,8 +198,11 @@ class OpenCVSource(_Base):
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms,
                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms]
             cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
-        else:
+        elif self.live:
             cap = cv2.VideoCapture(target)
+        else:
+            with native_chatter_to_log(f"opening {self.name}"):  # FFmpeg's notes on a bad file
+                cap = cv2.VideoCapture(target)
         if not cap.isOpened():
             cap.release()
             if self.live:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_mfr.errors import ModelError, RuntimeMissingError
+from edge_mfr.native_output import native_chatter_to_log
 from edge_mfr.paths import sha256_file
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,9 @@ class TFLiteModel:
         verify_model_file(path, spec)
         interpreter_cls, self.runtime = _interpreter_class()
         try:
-            self.interpreter = interpreter_cls(model_path=str(path), num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            with native_chatter_to_log(f"loading {path.name}"):  # LiteRT's "Created ... XNNPACK delegate"
+                self.interpreter = interpreter_cls(model_path=str(path), num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: {self.runtime} cannot load this model: {exc}") from None
         self.path = path
@@ -158,7 +160,8 @@ class TFLiteModel:
         # FaceNet's frozen graph cannot resize at all; only models the manifest marks as batchable try it.
         self._fixed_batch = not bool(spec.extra.get("dynamic_batch", False))
         # One run makes sure every delegate has packed its weights, then the file's pages can go.
-        self._invoke(np.zeros(self.input_shape, np.float32))
+        with native_chatter_to_log(f"first run of {path.name}"):
+            self._invoke(np.zeros(self.input_shape, np.float32))
         release_mapped_pages(path)
 
     def _check_shapes(self) -> None:

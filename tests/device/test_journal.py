@@ -91,6 +91,7 @@ def test_query_filters(path):
         assert [e["payload"]["i"] for e in journal.query(kind="grant", newest_first=False)] == [0, 3, 6, 9]
         assert {e["kind"] for e in journal.query(kind=["grant", "deny"], limit=None)} == {"grant", "deny"}
         assert len(journal.query(kind=["grant", "deny"], limit=None)) == 8
+        assert {e["kind"] for e in journal.query(exclude=["unknown"], limit=None)} == {"grant", "deny"}
         assert [e["payload"]["i"] for e in journal.query(person_id="p1")] == [9, 1]  # 5 was unknown
         assert [e["payload"]["i"] for e in journal.query(door="back", kind="grant")] == [9, 3]
         # since inclusive, until exclusive; ages are relative to the journal's clock

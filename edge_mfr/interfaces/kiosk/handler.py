@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from edge_mfr.device.journal import KNOWN_KINDS
 from edge_mfr.errors import EdgeMfrError
 from edge_mfr.interfaces.kiosk import pages
 from edge_mfr.interfaces.kiosk.auth import ADMIN_OFF, SESSION_S, LoginRefused
@@ -30,11 +31,8 @@ MAX_VIEWERS = 4  # concurrent MJPEG streams; more are refused (each one costs en
 MAX_FORM_BYTES = 64 * 1024  # url-encoded forms (login, rename)
 COOKIE = "edge_mfr_admin"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-JOURNAL_KINDS = ["access_granted", "access_denied", "unknown_face", "liveness_refused", "lockout", "lockout_ended",
-                 "unlocked", "locked", "unlock_refused", "watchdog_tripped", "door_opened", "door_closed",
-                 "door_forced", "door_held_open", "exit_button", "gallery_reloaded", "gallery_error", "source_lost",
-                 "source_restored", "started", "stopped", "admin_login", "login_failed", "command_rejected",
-                 "suppressed", "warning"]
+# The journal page's kind filter: every kind the appliance writes (one list, kept complete by a test).
+JOURNAL_KINDS = sorted(KNOWN_KINDS)
 CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 

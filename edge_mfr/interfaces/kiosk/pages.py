@@ -8,6 +8,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from edge_mfr.timefmt import local_time
+
 CSS = """
 * { box-sizing: border-box; }
 body { margin: 0; font-family: system-ui, sans-serif; background: #111; color: #eee; }
@@ -32,6 +34,8 @@ a { color: #8cf; }
 .ok { background: #1f7a3a; color: #fff; padding: 10px; font-weight: 600; }
 nav a { margin-right: 16px; }
 .small { color: #aaa; font-size: 0.85em; }
+.admin-link { display: inline-block; margin: 0 1vw 1vh; padding: 1.2vh 2.4vw; font-size: 2.4vh;
+  border: 1px solid #8cf; border-radius: 6px; text-decoration: none; }
 """
 
 JS = """
@@ -119,7 +123,8 @@ def page(title: str, body: str) -> str:
 
 
 def live_page(admin_enabled: bool) -> str:
-    admin = "<p class=small><a href='/admin'>admin</a></p>" if admin_enabled else ""
+    # A finger-sized button on a touch screen, not a footnote link.
+    admin = "<p><a class=admin-link href='/admin'>Admin</a></p>" if admin_enabled else ""
     body = ("<div id=banner class=idle>Connecting...</div><div class=live>"
             "<img id=live src='/stream.mjpg' alt='live camera view'>"
             "<dl class=side><dt>Door</dt><dd id=lock>-</dd><dt>Frames per second</dt><dd id=fps>-</dd>"
@@ -213,8 +218,9 @@ def capture_page() -> str:
 
 
 def journal_page(rows: list[dict[str, Any]], kinds: list[str], query: dict[str, str], note: str = "") -> str:
-    options = "".join(f"<option{' selected' if query.get('kind') == k else ''}>{escape(k)}</option>"
-                      for k in [""] + kinds)
+    # No kind chosen lists everything but mask_status (one row per face seen, it drowns the rest).
+    options = "<option value=''>all but mask_status</option>" + "".join(
+        f"<option{' selected' if query.get('kind') == k else ''}>{escape(k)}</option>" for k in kinds)
     since, person = escape(query.get("since", "")), escape(query.get("person", ""))
     limit = escape(query.get("limit", "100"))
     form = ("<form method=get action='/admin/journal'>"
@@ -223,8 +229,8 @@ def journal_page(rows: list[dict[str, Any]], kinds: list[str], query: dict[str, 
             f"<label>Person id <input name=person value='{person}'></label> "
             f"<label>Limit <input name=limit type=number min=1 max=1000 value='{limit}'></label> "
             "<button>Filter</button></form>")
-    lines = [f"<tr><td>{escape(r['ts'])}</td><td>{escape(r['kind'])}</td><td>{escape(r['door'] or '')}</td>"
+    lines = [f"<tr><td>{escape(local_time(r['ts']))}</td><td>{escape(r['kind'])}</td><td>{escape(r['door'] or '')}</td>"
              f"<td>{escape(r['person_id'] or '')}</td><td>{escape(r['details'])}</td></tr>" for r in rows]
-    head = "".join(f"<th>{h}</th>" for h in ("Time (UTC)", "Kind", "Door", "Person", "Details"))
+    head = "".join(f"<th>{h}</th>" for h in ("Time", "Kind", "Door", "Person", "Details"))
     table = f"<table id=journal><tr>{head}</tr>" + "".join(lines) + "</table>"
     return admin_page("Journal", form + table, note)

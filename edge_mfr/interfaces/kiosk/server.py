@@ -43,6 +43,8 @@ from edge_mfr.interfaces.kiosk.handler import MAX_VIEWERS, _Handler
 from edge_mfr.interfaces.kiosk.live import LiveView, StatusBoard
 from edge_mfr.interfaces.kiosk.uploads import Part, UploadError, store_upload
 
+# Journal rows shown only when asked for: one per face judged, they drown the decisions.
+JOURNAL_HIDDEN = ("mask_status",)
 log = logging.getLogger(__name__)
 
 MAX_FILES = 40
@@ -339,7 +341,8 @@ class Kiosk:
             journal = Journal.from_config(self.app.config, readonly=True)
         try:
             rows = journal.query(kind=query.get("kind") or None, since=query.get("since") or None,
-                                 person_id=query.get("person") or None, limit=limit)
+                                 person_id=query.get("person") or None, limit=limit,
+                                 exclude=() if query.get("kind") else JOURNAL_HIDDEN)
         except ValueError as exc:  # a bad "since"
             raise UploadError(str(exc)) from None
         finally:
