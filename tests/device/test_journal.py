@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_mfr.device.journal import Journal, JournalError, events_command, format_events, parse_time
+from edge_mfr.device.journal import Journal, JournalError, parse_time
+from edge_mfr.device.journal_view import events_command, format_events
 from edge_mfr.errors import EdgeMfrError, InputNotFoundError
 
 REPO = Path(__file__).resolve().parents[2]
