@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_mfr.identity.classifier import Decision, IdentityClassifier, Thresholds
+from edge_mfr.errors import GalleryError
+from edge_mfr.identity.classifier import Decision, IdentityClassifier, Thresholds, collapsed
 from edge_mfr.identity.gallery import Gallery
 from edge_mfr.identity.svm import cache_path as svm_cache_path
 from edge_mfr.vision.mask_status import MaskStatusClassifier
@@ -34,6 +35,11 @@ class Identifier:
         self.gallery = gallery
         self.mask_status = mask_status
         x, labels, metas = gallery.matrix()
+        lowest = collapsed(x)
+        if lowest is not None:
+            raise GalleryError(f"gallery: all {len(x)} templates are the same face to the "
+                               f"embedder (cosine >= {lowest:.3f} to their mean): it was enrolled with a broken "
+                               "model/runtime; re-enroll on a device whose `edge-mfr doctor` passes")
         self.classifier = IdentityClassifier(thresholds)
         if len(x):
             self.classifier.fit(x, labels, np.array([m.synthetic for m in metas], dtype=bool), svm_cache=svm_cache,
@@ -45,8 +51,11 @@ class Identifier:
                    thresholds: Thresholds | None = None, out_of_process: bool = False) -> Identifier:
         """Load the gallery and mask model; the SVM weights come from (or refresh) ``<gallery>.svm.npz``."""
         gallery = Gallery.load(gallery_path, embedder_sha256, with_crops=False)
-        return cls(gallery, MaskStatusClassifier.load(models_dir, embedder_sha256), thresholds,
-                   svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process)
+        try:
+            return cls(gallery, MaskStatusClassifier.load(models_dir, embedder_sha256), thresholds,
+                       svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process)
+        except GalleryError as exc:
+            raise GalleryError(f"{gallery_path}: {str(exc).removeprefix('gallery: ')}") from None
 
     def identify(self, faces: list[AnalyzedFace],
                  embed_masked: Callable[[list[AnalyzedFace]], np.ndarray] | None = None) -> list[Identification]:
