@@ -247,6 +247,7 @@ class Appliance:
         self._last_status = -math.inf
         self._pace_origin: tuple[float, float] | None = None
         self._scores: dict[int, float] = {}
+        self._faulted: set[int] = set()  # tracks whose face matched everyone enrolled (journaled once)
         self._frame_no = 0
         self._shut_down = False
         if len(config.doors) > 1:
@@ -269,12 +270,14 @@ class Appliance:
         from edge_mfr.vision.pipeline import FacePipeline
 
         cfg = self.config
+        self.journal = Journal.from_config(cfg)  # first, so a refusal below is journaled
         self.notifier.status("loading models")
         self.pipeline = FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
                                      models_dir=self.models_dir)
-        self.identifier = self._load_identifier()
+        self.notifier.status("model self-test")
+        self._refuse_if(self._self_test)
+        self.identifier = self._refuse_if(self._load_identifier)
         self._gallery_sig = self._gallery_signature()
-        self.journal = Journal.from_config(cfg)
         self.notifier.status("opening the camera")
         raw = self._given_source if self._given_source is not None else make_camera(cfg.camera)
         self.source = raw
@@ -309,6 +312,24 @@ class Appliance:
         self.notifier.ready(f"watching {self.source.name}; {people} people enrolled")
         self._ready = True
         log.info("ready: %s, %d people enrolled, doors %s", self.source.name, people, ", ".join(self.bank.names))
+
+    def _refuse_if(self, step: Callable[[], Any]) -> Any:
+        """Run a start-up check; a broken model or gallery is journaled as a fault, then start-up stops."""
+        from edge_mfr.errors import GalleryError
+        from edge_mfr.vision.selftest import SelfTestError
+
+        try:
+            return step()
+        except (SelfTestError, GalleryError) as exc:
+            self._record("fault", door=self.door, reason=str(exc), action="refused to start; doors stay locked")
+            raise
+
+    def _self_test(self) -> None:
+        """Known-answer self-test of the interpreters just loaded (edge_mfr/vision/selftest.py)."""
+        from edge_mfr.vision.selftest import check_pipeline
+
+        for r in check_pipeline(self.pipeline, self.models_dir):
+            log.info("self-test %s (%s): worst cosine %.4f", r.file, r.role, r.worst_cosine)
 
     def _load_identifier(self) -> Any:
         from edge_mfr.identity.gallery import Gallery
@@ -430,6 +451,9 @@ class Appliance:
             idents = self.identifier.identify(analyzed,
                                               lambda masked: self.pipeline.masked_embeddings(frame.image, masked))
             for (_, track), ident in zip(todo, idents, strict=True):
+                if ident.decision.fault and track.id not in self._faulted:
+                    self._faulted.add(track.id)  # once per track; the face stays unknown, the door locked
+                    self._record("fault", door=self.door, reason=ident.decision.reason, track_id=track.id)
                 track.add_identification(ident, index)
                 self._scores[track.id] = float(ident.decision.score)
                 embedded.add(track.id)
@@ -439,6 +463,7 @@ class Appliance:
         self.stats.detect_ms += ((t1 - t0) * 1000 - self.stats.detect_ms) / (self.stats.frames + 1)
         for ended in self.tracker.ended:
             self._scores.pop(ended.id, None)
+            self._faulted.discard(ended.id)
 
         decision = self.policy.decide(observations(tracks), door=self.door)
         self._act(decision, frame.image, tracks)
