@@ -108,6 +108,9 @@ mount --bind "$CPUINFO" "$ROOT/proc/cpuinfo"
 MOUNTS+=("$ROOT/proc/cpuinfo")
 set_cpu() { cpuinfo "$1" > "$CPUINFO"; export QEMU_CPU="$1"; }
 set_cpu cortex-a72
+in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/root LANG=C.UTF-8 QEMU_CPU="$QEMU_CPU" PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 "$@"; }
+as_pi() { in_root setpriv --reuid=1000 --regid=1000 --init-groups env HOME=/home/pi "$@"; }
 
 # The host's pip configuration and CA bundle (a build host may reach PyPI only through them).
 for f in /etc/pip.conf /etc/ssl/certs/ca-certificates.crt /etc/resolv.conf; do
@@ -115,9 +118,13 @@ for f in /etc/pip.conf /etc/ssl/certs/ca-certificates.crt /etc/resolv.conf; do
 done
 if [ -d /etc/xdg/pip ]; then mkdir -p "$ROOT/etc/xdg"; rm -rf "$ROOT/etc/xdg/pip"; cp -r /etc/xdg/pip "$ROOT/etc/xdg/pip"; fi
 
-in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/root LANG=C.UTF-8 QEMU_CPU="$QEMU_CPU" PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 "$@"; }
-as_pi() { in_root setpriv --reuid=1000 --regid=1000 --init-groups env HOME=/home/pi "$@"; }
+# A root cached by an older version of this script may lack some of the packages now listed.
+if ! in_root sh -c 'command -v cython3 && command -v gcc && command -v systemctl' >/dev/null 2>&1; then
+    say "adding packages to the cached root"
+    in_root sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends ${PACKAGES//,/ }" >/dev/null \
+        || die "could not add packages to $ROOT"
+fi
+
 
 # A fresh copy of this checkout (tracked and untracked-but-not-ignored files), owned by an ordinary user.
 in_root sh -c 'getent passwd pi >/dev/null || useradd --create-home --uid 1000 --shell /bin/bash pi'
@@ -176,7 +183,7 @@ fi
 leftover="$(find "$ROOT$SRC" \( -user root -o -name build -o -name '*.egg-info' \) -print | head -3)"
 if [ -z "$leftover" ]; then pass "no root-owned or build files left in the checkout"; else fail "left in the checkout: $leftover"; fi
 VENV=/opt/edge-mfr/venv
-np="$(in_root $VENV/bin/python -c 'import numpy; print(numpy.__version__)' 2>&1)"
+np="$(in_root $VENV/bin/python -c 'import numpy; print(numpy.__version__)' 2>&1)" || true
 if out="$(in_root $VENV/bin/python -c 'import picamera2, simplejpeg; print(simplejpeg.__file__)' 2>&1)"; then
     pass "picamera2 (stand-in, compiled simplejpeg from apt) imports in the installed venv with numpy $np"
 else

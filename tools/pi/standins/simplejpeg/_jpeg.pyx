@@ -14,4 +14,4 @@ def decode_jpeg(data, colorspace="RGB"):
 
 def encode_jpeg(image, quality=85, colorspace="RGB"):
     cdef cnp.ndarray arr = np.ascontiguousarray(image)
-    raise NotImplementedError(f"simplejpeg stand-in: no JPEG codec for {arr.shape}")
+    raise NotImplementedError(f"simplejpeg stand-in: no JPEG codec for a {arr.ndim}-d array")
