@@ -89,8 +89,8 @@ def letterboxed(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def reference_input(role: str, scene: np.ndarray, face: np.ndarray, shape: list[int]) -> np.ndarray:
-    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
-        raise EdgeMfrError(f"input shape {shape}: only (1, H, W, 3) image models get known answers here")
+    if len(shape) != 4 or shape[0] < 1 or shape[3] != 3:
+        raise EdgeMfrError(f"input shape {shape}: only (N, H, W, 3) image models get known answers here")
     height, width = int(shape[1]), int(shape[2])
     if role.startswith("detector"):
         return letterboxed(scene, height, width)
@@ -117,9 +117,9 @@ def record(models_dir: Path, only: list[str]) -> list[str]:
         outputs = {}
         for ref in REFERENCES:
             x = reference_input(spec.role, images[ref], faces[ref], spec.inputs[0]["shape"])
-            outs = model.run(selftest.preprocess(x, spec.preprocessing))
+            outs = model.run(selftest.preprocess(x, spec.preprocessing, model.input_shape[0]))
             arrays[selftest.array_key(name, ref, "in")] = x
-            outputs[ref] = [o[0] if o.shape[0] == 1 else o for o in outs]
+            outputs[ref] = [selftest.first_row(o) for o in outs]
         for ref in REFERENCES:
             for k, out in enumerate(outputs[ref]):
                 arrays[selftest.array_key(name, ref, f"out{k}")] = out.astype(np.float32)

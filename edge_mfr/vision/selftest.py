@@ -60,11 +60,20 @@ def digest(arrays: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def preprocess(image: np.ndarray, spec_preprocessing: dict[str, Any]) -> np.ndarray:
-    """A stored uint8 reference input as the float batch the check feeds (the same on every machine)."""
+def preprocess(image: np.ndarray, spec_preprocessing: dict[str, Any], batch: int = 1) -> np.ndarray:
+    """A stored uint8 reference input as the float batch the check feeds (the same on every machine).
+
+    Models built with a fixed batch larger than one get the reference repeated; row 0 is compared.
+    """
     mean = float(spec_preprocessing.get("mean", 127.5))
     std = float(spec_preprocessing.get("std", 128.0))
-    return ((image.astype(np.float32) - mean) / std)[None]
+    x = ((image.astype(np.float32) - mean) / std)[None]
+    return np.repeat(x, max(1, batch), axis=0)
+
+
+def first_row(output: np.ndarray) -> np.ndarray:
+    """Row 0 of a batched output (every model here has a batch axis first)."""
+    return output[0]
 
 
 def agreement(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -128,10 +137,10 @@ def check_model(model: TFLiteModel, answers: dict[str, np.ndarray]) -> SelfTestR
         raise SelfTestError(f"{where}: its arrays in {KNOWN_ANSWERS_FILE} do not match the manifest's sha256")
     worst = 1.0
     for ref in refs:
-        outputs = model.run(preprocess(answers[array_key(spec.file, ref, "in")], spec.preprocessing))
-        for k, out in enumerate(outputs):
+        x = preprocess(answers[array_key(spec.file, ref, "in")], spec.preprocessing, model.input_shape[0])
+        for k, out in enumerate(model.run(x)):
             expected = answers[array_key(spec.file, ref, f"out{k}")].astype(np.float32)
-            score = agreement(out[0] if out.shape[0] == 1 else out, expected)
+            score = agreement(first_row(out), expected)
             worst = min(worst, score)
             if not score >= minimum:
                 name = spec.outputs[k].get("name", f"output {k}")

@@ -272,8 +272,10 @@ if [ "$RSS" -eq 1 ]; then
     for what in bench run; do
         if [ "$what" = bench ]; then cmd=("$VENV/bin/edge-mfr" bench --threads 1); else
             cmd=("$VENV/bin/edge-mfr" run --source /home/pi/edge-mfr-demo.mp4 --max-frames 130); fi
-        if [ "$what" = run ] && [ ! -f "$ROOT/home/pi/edge-mfr-demo.mp4" ]; then
-            cp "$ROOT/tmp/demo-out/"*.mp4 "$ROOT/home/pi/edge-mfr-demo.mp4" 2>/dev/null || true
+        if [ "$what" = run ]; then  # the demo's clip and gallery: the figure the README gives for x86-64
+            cp "$ROOT/tmp/demo-out/door.mp4" "$ROOT/home/pi/edge-mfr-demo.mp4" 2>/dev/null || true
+            rm -rf "$ROOT/tmp/rss-state" && mkdir -p "$ROOT/tmp/rss-state"
+            cp "$ROOT/tmp/demo-out/gallery.npz" "$ROOT/tmp/rss-state/" 2>/dev/null || true
         fi
         line="$("$HOST_PY" "$REPO/tools/pi/qemu_rss.py" -- chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root \
             QEMU_CPU="$QEMU_CPU" EDGE_MFR_STATE_DIR=/tmp/rss-state EDGE_MFR_GPIO=mock "${cmd[@]}" 2>&1 | tail -1)"
