@@ -239,13 +239,18 @@ def import_picamera2(name: str = "picamera2") -> Any:
 
 
 def _failing_module(exc: BaseException) -> str:
-    """The file the exception came from (the innermost frame): which compiled module broke."""
+    """Module and file the exception came from (the innermost frame): which compiled module broke.
+
+    A Cython module's frame names its .pyx source, so the module's own ``__name__`` goes first.
+    """
     tb = exc.__traceback__
     last = None
     while tb is not None:
-        last = tb.tb_frame.f_code.co_filename
+        last = tb.tb_frame
         tb = tb.tb_next
-    return last or "?"
+    if last is None:
+        return "?"
+    return f"{last.f_globals.get('__name__', '?')} ({last.f_code.co_filename})"
 
 
 def _numpy_home() -> str:

@@ -194,7 +194,8 @@ say "the same packages under numpy 2 (what the venv had before the Bookworm cons
 in_root sh -c "rm -rf /tmp/numpy2 && python3 -m venv --system-site-packages /tmp/numpy2 \
     && /tmp/numpy2/bin/pip install -q 'numpy>=2' && echo $VENV/lib/python3.11/site-packages > /tmp/numpy2/lib/python3.11/site-packages/appliance.pth" \
     > /dev/null 2>&1 || fail "could not make the numpy 2 venv"
-out="$(in_root env EDGE_MFR_STATE_DIR=/tmp/numpy2-state EDGE_MFR_GPIO=mock /tmp/numpy2/bin/python -m edge_mfr.cli \
+out="$(in_root env EDGE_MFR_STATE_DIR=/tmp/numpy2-state EDGE_MFR_GPIO=mock EDGE_MFR_MODELS=$VENV/share/edge-mfr/models \
+    /tmp/numpy2/bin/python -m edge_mfr.cli \
     run --source picamera2 --max-frames 1 2>&1)" && rc=0 || rc=$?
 if [ "$rc" -ne 0 ] && grep -q "numpy.dtype size changed" <<<"$out" && grep -q "simplejpeg" <<<"$out" && ! grep -q Traceback <<<"$out"; then
     pass "numpy 2: run refuses in one line naming simplejpeg and 'numpy.dtype size changed'"
