@@ -474,8 +474,11 @@ def test_picamera2_that_cannot_import_names_the_real_cause(tmp_path, monkeypatch
 def test_run_with_a_broken_picamera2_is_one_line_and_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{_broken_picamera2(tmp_path / 'site')}{os.pathsep}{REPO}",
            "EDGE_MFR_STATE_DIR": str(tmp_path / "state"), "EDGE_MFR_GPIO": "mock"}
-    done = subprocess.run([sys.executable, "-m", "edge_mfr.cli", "run", "--source", "picamera2",
-                           "--max-frames", "1"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    config = tmp_path / "config.toml"  # not /etc/edge-mfr/config.toml, which an installed device has
+    config.write_text("")
+    done = subprocess.run([sys.executable, "-m", "edge_mfr.cli", "--config", str(config), "run", "--source",
+                           "picamera2", "--max-frames", "1"], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=300)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "picamera2 cannot be imported: ValueError" in done.stderr, done.stderr
