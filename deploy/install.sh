@@ -3,20 +3,30 @@
 #
 #   sudo deploy/install.sh             install or upgrade from this checkout (safe to run again)
 #   deploy/install.sh --dry-run        print every command instead of running it (no root needed)
+#   sudo deploy/install.sh --image     image builds (pi-gen, a chroot): enable the unit without a running systemd
 #
 # What it does:
 #   1. apt: python3-venv, python3-picamera2 and python3-libcamera (the camera stack only ships as Debian
 #      packages), python3-lgpio (GPIO on every Pi model, the Pi 5 included)
 #   2. a venv at /opt/edge-mfr/venv made by /usr/bin/python3 with --system-site-packages (so picamera2,
 #      libcamera and lgpio from apt are visible in it), and this checkout installed into it as .[pi]
+#      (from a copy in a temporary folder, so no root-owned build/ is left in the checkout); on Bookworm
+#      with deploy/constraints-bookworm.txt, which keeps numpy < 2: apt's python3-simplejpeg (imported by
+#      picamera2) is built for Bookworm's numpy 1.24 and fails under numpy 2 ("numpy.dtype size changed")
 #   3. the models/ folder copied to /opt/edge-mfr/venv/share/edge-mfr/models (where the package looks)
 #   4. the system user edge-mfr, in the gpio and video groups
 #   5. /etc/edge-mfr/config.toml from deploy/config.example.toml (root:edge-mfr 0640); an existing one is
 #      never overwritten
 #   6. /var/lib/edge-mfr (state: gallery, journal), owned by edge-mfr, mode 0700
-#   7. systemd/edge-mfr.service installed and enabled (not started: edit the config and enroll first)
+#   7. systemd/edge-mfr.service installed and enabled (not started: edit the config and enroll first);
+#      without a running systemd (a chroot, an image build, or --image) it is enabled offline
 #
-# Environment, for testing: EDGE_MFR_INSTALL_ARCH overrides `uname -m` (e.g. armv7l to see the refusal).
+# Before changing anything it refuses a 32-bit userland (armhf Raspberry Pi OS boots a 64-bit kernel on a
+# Pi 4/5, so `uname -m` says aarch64 but `dpkg --print-architecture` says armhf) and, after `apt-get update`,
+# stops with a hint when the Raspberry Pi apt repository (python3-picamera2 and friends) is missing.
+#
+# Environment, for testing: EDGE_MFR_INSTALL_ARCH overrides `uname -m` (e.g. armv7l to see the refusal);
+# EDGE_MFR_INSTALL_SYSTEMD=running|offline overrides the check for a running systemd (/run/systemd/system).
 set -euo pipefail
 
 VENV=/opt/edge-mfr/venv
@@ -27,12 +37,14 @@ SERVICE_USER=edge-mfr
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 DRY_RUN=0
+IMAGE=0
 usage() {
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
 }
 for arg in "$@"; do
     case "$arg" in
         --dry-run) DRY_RUN=1 ;;
+        --image) IMAGE=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown option '$arg'" >&2; usage >&2; exit 2 ;;
     esac
@@ -68,6 +80,17 @@ case "$ARCH" in
         PI_PACKAGES=() ;;
     *) die "unsupported architecture '$ARCH': edge-mfr is installed on 64-bit Raspberry Pi OS (aarch64)" ;;
 esac
+# The kernel can be 64-bit under a 32-bit userland (Raspberry Pi OS 32-bit on a Pi 4/5): pip would then
+# fail on ai-edge-litert halfway through. The userland is what matters.
+USERLAND="$(dpkg --print-architecture 2>/dev/null || true)"
+LONG_BIT="$(getconf LONG_BIT 2>/dev/null || true)"
+case "$USERLAND" in
+    armhf|armel|i386)
+        die "this is a 32-bit userland (dpkg architecture $USERLAND, kernel $ARCH): edge-mfr needs Raspberry Pi OS (64-bit), because the TFLite runtime (ai-edge-litert) has no 32-bit ARM builds. Flash the 64-bit image with Raspberry Pi Imager and run this script again; nothing was changed." ;;
+esac
+if [ "$LONG_BIT" = "32" ]; then
+    die "this is a 32-bit userland (getconf LONG_BIT = 32, kernel $ARCH): edge-mfr needs Raspberry Pi OS (64-bit); nothing was changed."
+fi
 
 if [ -r /etc/os-release ]; then
     # shellcheck disable=SC1091
@@ -89,22 +112,63 @@ done
 if [ "$DRY_RUN" -eq 1 ]; then
     say "dry run: printing the commands, changing nothing"
 fi
+# pip constraints per release: Bookworm's apt packages with compiled numpy code need numpy 1.x.
+CONSTRAINTS=()
+if [ "${VERSION_CODENAME:-}" = "bookworm" ]; then
+    CONSTRAINTS=(--constraint "$SRC/deploy/constraints-bookworm.txt")
+fi
+# A running systemd can be told to reload; in a chroot or image build the unit is enabled offline.
+SYSTEMD_STATE="${EDGE_MFR_INSTALL_SYSTEMD:-$([ -d /run/systemd/system ] && echo running || echo offline)}"
+if [ "$IMAGE" -eq 0 ] && [ "$SYSTEMD_STATE" != running ]; then
+    say "no running systemd (a chroot or an image build): the unit will be enabled offline"
+    IMAGE=1
+fi
 
 # --- 1. system packages ----------------------------------------------------------------------------------
 say "system packages"
 run env DEBIAN_FRONTEND=noninteractive apt-get update
+missing=()
+for package in "${PI_PACKAGES[@]}"; do
+    if ! apt-cache show "$package" >/dev/null 2>&1; then
+        missing+=("$package")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    hint="apt does not know ${missing[*]}: they come from the Raspberry Pi apt repository (http://archive.raspberrypi.com/debian/, in /etc/apt/sources.list.d/raspi.list or raspi.sources on Raspberry Pi OS), which this system lacks. Install Raspberry Pi OS (64-bit), or add that repository with its key (the raspberrypi-archive-keyring package) and run this script again"
+    if [ "$DRY_RUN" -eq 1 ]; then
+        say "warning: $hint (a real run stops here)"
+    else
+        die "$hint; nothing else was changed."
+    fi
+fi
 run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     python3 python3-venv python3-pip "${PI_PACKAGES[@]}"
 
 # --- 2. virtual environment and the package --------------------------------------------------------------
 say "virtual environment $VENV"
+NEW_VENV=0
 if [ ! -x "$VENV/bin/python" ]; then
     run install -d -m 0755 "$(dirname "$VENV")"
     run /usr/bin/python3 -m venv --system-site-packages "$VENV"
+    NEW_VENV=1
 else
     echo "    $VENV exists: upgrading the package in it"
 fi
-run "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade "${SRC}[pi]"
+# pip builds a local project inside it (build/, *.egg-info): build a copy, so the user's checkout gets
+# no root-owned files.
+STAGE="$SRC"
+if [ "$DRY_RUN" -eq 0 ]; then
+    STAGE="$(mktemp -d /tmp/edge-mfr-src.XXXXXX)"
+    trap 'rm -rf "$STAGE"' EXIT
+    tar -C "$SRC" -cf - pyproject.toml README.md edge_mfr | tar -C "$STAGE" -xf -
+fi
+if ! run "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade "${CONSTRAINTS[@]}" \
+        "${STAGE}[pi]"; then
+    if [ "$NEW_VENV" -eq 1 ]; then
+        rm -rf "$VENV"  # made by this run a moment ago: leave nothing half-installed behind
+    fi
+    die "pip could not install edge-mfr into $VENV (see above)"
+fi
 
 # --- 3. models -------------------------------------------------------------------------------------------
 say "models"
@@ -146,8 +210,12 @@ run install -d -m 0700 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE_DIR"
 # --- 7. systemd ------------------------------------------------------------------------------------------
 say "systemd unit"
 run install -m 0644 "$SRC/systemd/edge-mfr.service" "$UNIT_DIR/edge-mfr.service"
-run systemctl daemon-reload
-run systemctl enable edge-mfr.service
+if [ "$IMAGE" -eq 1 ]; then
+    run env SYSTEMD_OFFLINE=1 systemctl enable edge-mfr.service
+else
+    run systemctl daemon-reload
+    run systemctl enable edge-mfr.service
+fi
 
 say "done. Next:"
 cat <<EOF

@@ -269,6 +269,7 @@ class Appliance:
         self._last_status = -math.inf
         self._pace_origin: tuple[float, float] | None = None
         self._scores: dict[int, float] = {}
+        self._faulted: set[int] = set()  # tracks whose face matched everyone enrolled (journaled once)
         self._frame_no = 0
         self._shut_down = False
         if len(config.doors) > 1:
@@ -301,12 +302,14 @@ class Appliance:
             factory = make_pin_factory(mock=gpio_mock(cfg.device.gpio, os.environ))
         watchdog = cfg.watchdog_seconds or None
         self.bank = LockBank(lock_doors(cfg.doors), factory, self._lock_event, watchdog_s=watchdog)
+        self.journal = Journal.from_config(cfg)  # before the checks below, so a refusal is journaled
         self.notifier.status("loading models")
         remove_stale_temp_files(cfg.recognition.gallery)  # a killed writer's temp file may hold face crops
-        self.journal = Journal.from_config(cfg)
         self.pipeline = FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
                                      models_dir=self.models_dir, embedders=cfg.recognition.embedders)
-        self.identifier = self._load_identifier()
+        self.notifier.status("model self-test")
+        self._refuse_if(self._self_test)
+        self.identifier = self._refuse_if(self._load_identifier)
         self._gallery_sig = self._gallery_signature()
         for problem in getattr(self.identifier.classifier, "problems", ()):  # e.g. a damaged SVM cache, rebuilt
             self._record("warning", problem=problem)
@@ -342,6 +345,24 @@ class Appliance:
         self.notifier.ready(f"watching {self.source.name}; {people} people enrolled")
         self._ready = True
         log.info("ready: %s, %d people enrolled, doors %s", self.source.name, people, ", ".join(self.bank.names))
+
+    def _refuse_if(self, step: Callable[[], Any]) -> Any:
+        """Run a start-up check; a broken model or gallery is journaled as a fault, then start-up stops."""
+        from edge_mfr.errors import GalleryError
+        from edge_mfr.vision.selftest import SelfTestError
+
+        try:
+            return step()
+        except (SelfTestError, GalleryError) as exc:
+            self._record("fault", door=self.door, reason=str(exc), action="refused to start; doors stay locked")
+            raise
+
+    def _self_test(self) -> None:
+        """Known-answer self-test of the interpreters just loaded (edge_mfr/vision/selftest.py)."""
+        from edge_mfr.vision.selftest import check_pipeline
+
+        for r in check_pipeline(self.pipeline, self.models_dir):
+            log.info("self-test %s (%s): worst cosine %.4f", r.file, r.role, r.worst_cosine)
 
     def _load_identifier(self) -> Any:
         from edge_mfr.identity.enroll import extra_models
@@ -475,6 +496,9 @@ class Appliance:
 
             idents = self.identifier.identify(analyzed, embed)
             for (_, track), ident in zip(todo, idents, strict=True):
+                if ident.decision.fault and track.id not in self._faulted:
+                    self._faulted.add(track.id)  # once per track; the face stays unknown, the door locked
+                    self._record("fault", door=self.door, reason=ident.decision.reason, track_id=track.id)
                 track.add_identification(ident, index)
                 self._scores[track.id] = float(ident.decision.score)
                 embedded.add(track.id)
@@ -484,6 +508,7 @@ class Appliance:
         self.stats.detect_ms += ((t1 - t0) * 1000 - self.stats.detect_ms) / (self.stats.frames + 1)
         for ended in self.tracker.ended:
             self._scores.pop(ended.id, None)
+            self._faulted.discard(ended.id)
 
         candidates = tracks
         if self.liveness is not None:

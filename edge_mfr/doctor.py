@@ -64,6 +64,7 @@ def check_models(models_dir: Path | None, detector: str,
     from edge_mfr.vision.mask_status import MaskStatusClassifier
     from edge_mfr.vision.pipeline import FacePipeline
     from edge_mfr.vision.runtime import default_models_dir, load_manifest, verify_model_file
+    from edge_mfr.vision.selftest import SelfTestError, check_all
 
     folder = Path(models_dir or default_models_dir())
     fix = "reinstall edge-mfr (the wheel ships models/) or run `make models`; set models.dir to the folder"
@@ -76,14 +77,21 @@ def check_models(models_dir: Path | None, detector: str,
         MaskStatusClassifier.load(folder, ids[0][1])
         if len(ids) > 1:
             load_fusion(ids, folder)
+        tested = check_all(folder)
+    except SelfTestError as exc:
+        return None, Check("models", FAIL, str(exc), "this CPU or TFLite runtime is not trusted: run on a 64-bit "
+                                                     "Raspberry Pi OS with the pinned ai-edge-litert, or report it")
     except EdgeMfrError as exc:
         return None, Check("models", FAIL, str(exc), fix)
     names = " + ".join(n for n, _ in ids)
-    return ids, Check("models", OK, f"{len(specs)} files in {folder} match manifest.json; "
-                                    f"{detector} and {names} load")
+    worst = min(r.worst_cosine for r in tested)
+    return ids, Check("models", OK, f"{len(specs)} files in {folder} match manifest.json; {detector} and "
+                                    f"{names} load; known-answer self-test of {len(tested)} models passed "
+                                    f"(worst cosine {worst:.4f})")
 
 
 def check_gallery(path: Path, embedder_ids: list[tuple[str, str]] | None) -> Check:
+    from edge_mfr.identity.classifier import collapsed
     from edge_mfr.identity.gallery import Gallery
 
     if not path.exists():
@@ -93,6 +101,11 @@ def check_gallery(path: Path, embedder_ids: list[tuple[str, str]] | None) -> Che
         return Check("gallery", SKIP, f"{path}: not checked (the models failed)")
     try:
         gallery = Gallery.load(path, embedder_ids[0][1], with_crops=False, extra_models=embedder_ids[1:])
+        lowest = collapsed(gallery.matrix()[0])
+        if lowest is not None:
+            return Check("gallery", FAIL, f"{path}: all {gallery.num_templates} templates are the same face to "
+                                          f"the embedder (cosine >= {lowest:.3f} to their mean): enrolled with a "
+                                          "broken model/runtime", "re-enroll everyone once the models check passes")
     except PermissionError as exc:
         return Check("gallery", FAIL, f"{path}: {exc.strerror}", "run doctor as the edge-mfr user or with sudo")
     except EdgeMfrError as exc:
@@ -143,7 +156,12 @@ def check_camera(camera: Any, timeout: float) -> Check:
     if worker.is_alive():
         return Check("camera", FAIL, f"{spec}: no frame within {timeout:g} s", _camera_fix(spec))
     if "error" in result:
-        return Check("camera", FAIL, f"{spec}: {result['error']}", _camera_fix(spec))
+        from edge_mfr.stream.sources import CameraImportError
+
+        error = result["error"]
+        if isinstance(error, CameraImportError):  # a software problem: the message names it and the fix
+            return Check("camera", FAIL, str(error))
+        return Check("camera", FAIL, f"{spec}: {error}", _camera_fix(spec))
     frame = result.get("frame")
     if frame is None:
         return Check("camera", FAIL, f"{spec}: opened but gave no frame", _camera_fix(spec))

@@ -445,8 +445,8 @@ def test_ready_after_start_up_then_sigterm_exits_cleanly_with_the_door_locked(tm
             msg = receive(sock, TIMEOUT)
             assert msg is not None, f"no READY; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
             messages.append(msg)
-        # By READY, models were loaded, the camera gave a frame, and the lock exists with the relay off.
-        assert messages[:2] == [b"STATUS=loading models", b"STATUS=opening the camera"]
+        # By READY, models were loaded and self-tested, the camera gave a frame, and the lock exists, relay off.
+        assert messages[:3] == [b"STATUS=loading models", b"STATUS=model self-test", b"STATUS=opening the camera"]
         with Journal(journal, readonly=True) as j:
             early = j.query(limit=None, newest_first=False)
         assert [e["kind"] for e in early] == ["locked", "started"]

@@ -28,6 +28,16 @@ def snapshot() -> dict[str, object]:
     return state
 
 
+# Read-only queries the script makes, answered as 64-bit Raspberry Pi OS with its apt repository would.
+QUERIES = {"dpkg": "echo arm64", "getconf": "echo 64", "apt-cache": "exit 0"}
+
+
+def write_stub(bin_dir: Path, name: str, body: str) -> None:
+    stub = bin_dir / name
+    stub.write_text(f"#!/bin/sh\n{body}\n")
+    stub.chmod(0o755)
+
+
 @pytest.fixture()
 def stubs(tmp_path):
     """A PATH where every system-changing command only appends its name to calls.log."""
@@ -35,14 +45,14 @@ def stubs(tmp_path):
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
     for name in STUBBED:
-        stub = bin_dir / name
-        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
-        stub.chmod(0o755)
+        write_stub(bin_dir, name, f'echo "{name} $*" >> "{log}"')
+    for name, body in QUERIES.items():
+        write_stub(bin_dir, name, body)
     return bin_dir, log
 
 
-def run_script(*args: str, arch: str = "aarch64", path_prefix: Path | None = None):
-    env = {**os.environ, "EDGE_MFR_INSTALL_ARCH": arch}
+def run_script(*args: str, arch: str = "aarch64", path_prefix: Path | None = None, systemd: str = "running"):
+    env = {**os.environ, "EDGE_MFR_INSTALL_ARCH": arch, "EDGE_MFR_INSTALL_SYSTEMD": systemd}
     if path_prefix is not None:
         env["PATH"] = f"{path_prefix}:{env['PATH']}"
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=60)
@@ -78,6 +88,8 @@ def test_dry_run_lists_every_step_and_changes_nothing(stubs):
     if not Path("/opt/edge-mfr/venv/bin/python").exists():
         assert ran("/usr/bin/python3 -m venv --system-site-packages /opt/edge-mfr/venv")
     assert ran("/opt/edge-mfr/venv/bin/python -m pip install", str(REPO), "pi")
+    bookworm = "VERSION_CODENAME=bookworm" in Path("/etc/os-release").read_text()
+    assert ran("pip install", "--constraint", "deploy/constraints-bookworm.txt") == bookworm
     assert ran("install -m 0644", "facenet_int8.tflite", "/opt/edge-mfr/venv/share/edge-mfr/models")
     if before["user"] != 0:
         assert ran("useradd --system", "edge-mfr")
@@ -107,3 +119,41 @@ def test_32_bit_arm_is_refused_with_a_clear_message(stubs):
 def test_unknown_option_is_an_error():
     result = run_script("--frobnicate")
     assert result.returncode == 2 and "unknown option '--frobnicate'" in result.stderr
+
+
+@pytest.mark.parametrize("query, answer", [("dpkg", "echo armhf"), ("getconf", "echo 32")])
+def test_32_bit_userland_under_a_64_bit_kernel_is_refused_before_anything(stubs, query, answer):
+    """Raspberry Pi OS 32-bit on a Pi 4/5: uname says aarch64, the userland is armhf."""
+    bin_dir, log = stubs
+    write_stub(bin_dir, query, answer)
+    result = run_script("--dry-run", arch="aarch64", path_prefix=bin_dir)
+    assert result.returncode == 1
+    assert "32-bit userland" in result.stderr and "64-bit" in result.stderr and "nothing was changed" in result.stderr
+    assert not [line for line in result.stdout.splitlines() if line.startswith("+ ")]
+    assert not log.exists()
+
+
+def test_missing_raspberry_pi_repository_is_explained(stubs):
+    bin_dir, log = stubs
+    write_stub(bin_dir, "apt-cache", 'case "$2" in python3-picamera2|python3-libcamera) exit 100;; esac')
+    result = run_script("--dry-run", path_prefix=bin_dir)
+    assert result.returncode == 0
+    assert "apt does not know python3-picamera2 python3-libcamera" in result.stdout
+    assert "Raspberry Pi apt repository" in result.stdout and "a real run stops here" in result.stdout
+    if os.geteuid() != 0:
+        pytest.skip("the real (non-dry) run needs root")
+    result = run_script(path_prefix=bin_dir)
+    assert result.returncode == 1 and "Raspberry Pi apt repository" in result.stderr
+    calls = log.read_text().splitlines()
+    assert calls and all(c.startswith("apt-get") and "install" not in c for c in calls), calls
+
+
+@pytest.mark.parametrize("args, systemd", [(("--image",), "running"), ((), "offline")])
+def test_image_builds_enable_the_unit_without_a_running_systemd(stubs, args, systemd):
+    bin_dir, log = stubs
+    result = run_script("--dry-run", *args, path_prefix=bin_dir, systemd=systemd)
+    assert result.returncode == 0, result.stderr
+    commands = [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
+    assert "env SYSTEMD_OFFLINE=1 systemctl enable edge-mfr.service" in commands
+    assert not any("daemon-reload" in c for c in commands)
+    assert not log.exists()

@@ -36,6 +36,25 @@ def _as_mapping(x: Embeddings) -> dict[str, np.ndarray]:
         return {k: np.atleast_2d(np.asarray(v, dtype=np.float32)) for k, v in x.items()}
     return {SINGLE: np.atleast_2d(np.asarray(x, dtype=np.float32))}
 
+# A working embedder keeps a person's synthetic-masked templates well apart from the real ones (cosine
+# 0.63-0.90 in the demo) and different people further still; a gallery whose every template lies within
+# this cosine of their common direction was built by an embedder that answers the same for every face.
+COLLAPSED_COSINE = 0.98
+
+
+def collapsed(templates: np.ndarray) -> float | None:
+    """The lowest cosine of any template to the templates' mean direction when all are above
+    COLLAPSED_COSINE (a collapsed gallery), else None. O(n): the daemon never builds an n x n matrix."""
+    x = np.asarray(templates, dtype=np.float32)
+    if len(x) < 2:
+        return None
+    mean = x.mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    if norm == 0.0:
+        return None
+    lowest = float((x @ (mean / norm)).min())
+    return lowest if lowest >= COLLAPSED_COSINE else None
+
 
 class Thresholds(BaseModel):
     """Operating point of the open-set decision (cosine similarities of L2-normalised embeddings)."""
@@ -62,6 +81,7 @@ class Decision:
     margin: float  # lead over the runner-up
     masked: bool
     reason: str
+    fault: bool = False  # the face matched every enrolled person: a broken embedder, never a welcome
 
     @property
     def accepted(self) -> bool:
@@ -205,7 +225,12 @@ class IdentityClassifier:
             kind = "masked" if masked[i] else "unmasked"
             threshold = t.masked if masked[i] else t.unmasked
             pid = self.ids[best]
-            if score < threshold:
+            if threshold > 0 and len(self.ids) >= 2 and bool((sims[i] >= threshold).all()):
+                reason = (f"fault: the face matches all {len(self.ids)} enrolled people (lowest similarity "
+                          f"{float(sims[i].min()):.3f} >= the {kind} threshold {threshold:.2f}): the embedder "
+                          "is broken")
+                decisions.append(Decision(None, pid, score, margin, bool(masked[i]), reason, fault=True))
+            elif score < threshold:
                 reason = f"similarity {score:.3f} below the {kind} threshold {threshold:.2f}"
                 decisions.append(Decision(None, pid, score, margin, bool(masked[i]), reason))
             elif margin < t.margin:

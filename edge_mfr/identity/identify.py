@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_mfr.identity.classifier import Decision, IdentityClassifier, Thresholds
+from edge_mfr.errors import GalleryError
+from edge_mfr.identity.classifier import Decision, IdentityClassifier, Thresholds, collapsed
 from edge_mfr.identity.fusion import Fusion, load_fusion
 from edge_mfr.identity.gallery import Gallery
 from edge_mfr.identity.svm import cache_path as svm_cache_path
@@ -66,6 +67,11 @@ class Identifier:
         x, labels, metas = gallery.matrix()
         if thresholds is None and fusion is not None and fusion.thresholds is not None:
             thresholds = Thresholds(**fusion.thresholds)
+        lowest = collapsed(x)
+        if lowest is not None:
+            raise GalleryError(f"gallery: all {len(x)} templates are the same face to the "
+                               f"embedder (cosine >= {lowest:.3f} to their mean): it was enrolled with a broken "
+                               "model/runtime; re-enroll on a device whose `edge-mfr doctor` passes")
         self.classifier = IdentityClassifier(thresholds)
         if fusion is not None and len(fusion.embedders) > 1:
             self.classifier.fusion = fusion  # also for an empty gallery: the cascade reads it
@@ -87,8 +93,11 @@ class Identifier:
         primary_sha = ids[0][1]
         gallery = Gallery.load(gallery_path, primary_sha, with_crops=False, extra_models=ids[1:])
         fusion = load_fusion(ids, models_dir) if len(ids) > 1 else None
-        return cls(gallery, MaskStatusClassifier.load(models_dir, primary_sha), thresholds,
-                   svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process, fusion=fusion)
+        try:
+            return cls(gallery, MaskStatusClassifier.load(models_dir, primary_sha), thresholds,
+                       svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process, fusion=fusion)
+        except GalleryError as exc:
+            raise GalleryError(f"{gallery_path}: {str(exc).removeprefix('gallery: ')}") from None
 
     def identify(self, faces: list[AnalyzedFace], embed: EmbedForIdentity | None = None) -> list[Identification]:
         """Mask status from the primary embedding, then the embeddings that identify each face from ``embed``

@@ -24,6 +24,10 @@ class SourceUnavailable(SourceError):
     """A live source is (for now) gone: camera unplugged, stream dropped. Worth retrying."""
 
 
+class CameraImportError(SourceError):
+    """The camera library is installed but cannot be imported (not a cable problem: a software one)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Frame:
     """One frame. ``image`` is RGB uint8 HxWx3; ``timestamp`` is seconds (stream time for files and

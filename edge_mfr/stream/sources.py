@@ -28,7 +28,15 @@ import numpy as np
 
 from edge_mfr.errors import ImageError, InputNotFoundError
 from edge_mfr.native_output import native_chatter_to_log
-from edge_mfr.stream.frames import Frame, FrameSource, SourceError, SourceUnavailable, _Base, scale_faces
+from edge_mfr.stream.frames import (
+    CameraImportError,
+    Frame,
+    FrameSource,
+    SourceError,
+    SourceUnavailable,
+    _Base,
+    scale_faces,
+)
 from edge_mfr.stream.resilient import Backoff, ResilientSource
 from edge_mfr.stream.synthetic import Placement, SyntheticSource, approach_script
 from edge_mfr.vision.imageio import is_image_path, list_images, read_image
@@ -36,7 +44,7 @@ from edge_mfr.vision.imageio import is_image_path, list_images, read_image
 log = logging.getLogger(__name__)
 
 # Every source type and helper can be imported from here, wherever it is defined.
-__all__ = ["Backoff", "Frame", "FrameSource", "ImageFolderSource", "OpenCVSource", "Picamera2Source", "Placement",
+__all__ = ["Backoff", "CameraImportError", "Frame", "FrameSource", "ImageFolderSource", "OpenCVSource", "Picamera2Source", "Placement",
            "ResilientSource", "SourceError", "SourceUnavailable", "SyntheticSource", "approach_script",
            "make_source", "scale_faces", "yuv420_to_rgb"]
 
@@ -79,12 +87,7 @@ class Picamera2Source(_Base):
     def open(self) -> None:
         if self._cam is not None:
             return
-        try:
-            from picamera2 import Picamera2  # lazy: only a Pi with python3-picamera2 has it
-        except ImportError as exc:
-            raise SourceError(f"{self.name}: picamera2 is not available ({exc}); on Raspberry Pi OS install "
-                              "python3-picamera2 and create the venv with --system-site-packages, or use a "
-                              "USB camera (/dev/video0) or a video file") from None
+        Picamera2 = import_picamera2(self.name)
         try:
             cam = Picamera2(self.camera_num)
         except Exception as exc:  # libcamera raises IndexError/RuntimeError when no camera is attached
@@ -147,6 +150,59 @@ class Picamera2Source(_Base):
                 step()
             except Exception as exc:  # closing a camera that vanished must not mask the original error
                 log.debug("%s: %s failed: %s", self.name, step.__name__, exc)
+
+
+def import_picamera2(name: str = "picamera2") -> Any:
+    """``picamera2.Picamera2``, or one SourceError line that names the real cause.
+
+    Absent (not a Pi, or no python3-picamera2): say how to get it. Present but failing: usually a
+    compiled module from apt built for Bookworm's numpy 1.24 (python3-simplejpeg) meeting numpy 2 from
+    pip in the venv ("numpy.dtype size changed"); that raises ValueError, not ImportError, so every
+    exception is caught here and the failing module and numpy version are named.
+    """
+    try:
+        from picamera2 import Picamera2  # lazy: only a Pi with python3-picamera2 has it
+    except ModuleNotFoundError as exc:
+        if exc.name in ("picamera2", None):
+            raise SourceError(f"{name}: picamera2 is not available ({exc}); on Raspberry Pi OS install "
+                              "python3-picamera2 and create the venv with --system-site-packages, or use a "
+                              "USB camera (/dev/video0) or a video file") from None
+        raise CameraImportError(f"{name}: picamera2 is installed but its dependency {exc.name!r} is missing "
+                                f"({exc}); install it from apt (e.g. python3-{exc.name}) or rerun "
+                                "deploy/install.sh") from None
+    except Exception as exc:  # ValueError from a numpy ABI mismatch, ImportError of a .so, anything else
+        raise CameraImportError(f"{name}: picamera2 cannot be imported: {type(exc).__name__} in "
+                                f"{_failing_module(exc)}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                                f"(numpy {np.__version__} in {_numpy_home()}); {_import_fix(exc)}") from None
+    return Picamera2
+
+
+def _failing_module(exc: BaseException) -> str:
+    """Module and file the exception came from (the innermost frame): which compiled module broke.
+
+    A Cython module's frame names its .pyx source, so the module's own ``__name__`` goes first.
+    """
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame
+        tb = tb.tb_next
+    if last is None:
+        return "?"
+    return f"{last.f_globals.get('__name__', '?')} ({last.f_code.co_filename})"
+
+
+def _numpy_home() -> str:
+    return str(Path(np.__file__).parent.parent)
+
+
+def _import_fix(exc: BaseException) -> str:
+    text = str(exc)
+    if "numpy" in text and ("size changed" in text or "compiled using NumPy" in text
+                            or "multiarray" in text or "_ARRAY_API" in text):
+        return ("a system package built for the system's numpy meets another numpy from pip in this venv: "
+                "reinstall with deploy/install.sh (it keeps numpy < 2 on Bookworm)")
+    return "reinstall python3-picamera2 (sudo apt install --reinstall python3-picamera2) and rerun deploy/install.sh"
 
 
 def yuv420_to_rgb(planar: np.ndarray, size: tuple[int, int]) -> np.ndarray:

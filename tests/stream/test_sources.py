@@ -17,6 +17,7 @@ import pytest
 from edge_mfr.errors import EdgeMfrError, InputNotFoundError
 from edge_mfr.stream.sources import (
     Backoff,
+    CameraImportError,
     Frame,
     FrameSource,
     ImageFolderSource,
@@ -489,3 +490,40 @@ def test_edge_mfr_bounds_opencv_reads_before_cv2_loads():
                          cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["3", "64000000"]
+
+
+def _broken_picamera2(root: Path) -> Path:
+    """picamera2 and a simplejpeg that fails as Bookworm's (built for numpy 1.24) does under numpy 2."""
+    (root / "picamera2").mkdir(parents=True)
+    (root / "picamera2" / "__init__.py").write_text("import simplejpeg  # noqa\n\nclass Picamera2:\n    pass\n")
+    (root / "simplejpeg").mkdir()
+    (root / "simplejpeg" / "__init__.py").write_text(
+        'raise ValueError("numpy.dtype size changed, may indicate binary incompatibility. '
+        'Expected 96 from C header, got 88 from PyObject")\n')
+    return root
+
+
+def test_picamera2_that_cannot_import_names_the_real_cause(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(_broken_picamera2(tmp_path)))
+    for name in ("picamera2", "simplejpeg"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(CameraImportError) as info:
+        Picamera2Source().open()
+    text = str(info.value)
+    assert "picamera2 cannot be imported: ValueError in simplejpeg (" in text
+    assert str(tmp_path / "simplejpeg" / "__init__.py") in text  # the module that broke
+    assert "numpy.dtype size changed" in text and f"numpy {np.__version__}" in text
+    assert "keeps numpy < 2 on Bookworm" in text and "\n" not in text
+
+
+def test_run_with_a_broken_picamera2_is_one_line_and_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{_broken_picamera2(tmp_path / 'site')}{os.pathsep}{REPO}",
+           "EDGE_MFR_STATE_DIR": str(tmp_path / "state"), "EDGE_MFR_GPIO": "mock"}
+    config = tmp_path / "config.toml"  # not /etc/edge-mfr/config.toml, which an installed device has
+    config.write_text("")
+    done = subprocess.run([sys.executable, "-m", "edge_mfr.cli", "--config", str(config), "run", "--source",
+                           "picamera2", "--max-frames", "1"], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=300)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "picamera2 cannot be imported: ValueError" in done.stderr, done.stderr

@@ -1,0 +1,1 @@
+"""Stand-in for python3-libcamera (tools/pi/check.sh)."""
