@@ -44,8 +44,8 @@ from edge_mfr.vision.imageio import is_image_path, list_images, read_image
 log = logging.getLogger(__name__)
 
 # Every source type and helper can be imported from here, wherever it is defined.
-__all__ = ["Backoff", "CameraImportError", "Frame", "FrameSource", "ImageFolderSource", "OpenCVSource", "Picamera2Source", "Placement",
-           "ResilientSource", "SourceError", "SourceUnavailable", "SyntheticSource", "approach_script",
+__all__ = ["Backoff", "CameraImportError", "Frame", "FrameSource", "ImageFolderSource", "OpenCVSource",
+           "Picamera2Source", "Placement", "ResilientSource", "SourceError", "SourceUnavailable", "SyntheticSource", "approach_script",
            "make_source", "scale_faces", "yuv420_to_rgb"]
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
