@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 # Every source type and helper can be imported from here, wherever it is defined.
 __all__ = ["Backoff", "CameraImportError", "Frame", "FrameSource", "ImageFolderSource", "OpenCVSource",
-           "Picamera2Source", "Placement", "ResilientSource", "SourceError", "SourceUnavailable", "SyntheticSource", "approach_script",
-           "make_source", "scale_faces", "yuv420_to_rgb"]
+           "Picamera2Source", "Placement", "ResilientSource", "SourceError", "SourceUnavailable", "SyntheticSource",
+           "approach_script", "make_source", "scale_faces", "yuv420_to_rgb"]
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 

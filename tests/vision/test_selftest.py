@@ -65,7 +65,8 @@ def test_constant_detector_scores_fail():
 def test_pipeline_check_covers_the_interpreters_it_runs():
     pipeline = FacePipeline(detector="blazeface")
     files = {r.file for r in selftest.check_pipeline(pipeline)}
-    assert files == {"face_detection_short_range.tflite", EMBEDDER}
+    assert files == {"face_detection_short_range.tflite", EMBEDDER, "fr_feature_dynamic.tflite",
+                     "mobilefacenet.tflite"}  # every embedder of the default fused set
     break_model(pipeline.embedder.model, lambda x: [np.zeros((1, 512), np.float32)])
     with pytest.raises(selftest.SelfTestError, match=EMBEDDER):
         selftest.check_pipeline(pipeline)
