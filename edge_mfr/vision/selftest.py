@@ -195,7 +195,9 @@ def check_all(models_dir: Path | None = None, num_threads: int = 1) -> list[Self
         del model
         if result is not None:
             results.append(result)
-    if not any(specs[r.file].role == "embedder" for r in results):
-        raise SelfTestError(f"{folder / 'manifest.json'}: no embedder has a known answer; record one: "
-                            "python tools/known_answers.py")
+    tested = {r.file for r in results}
+    missing = [n for n, spec in specs.items() if spec.role == "embedder" and n not in tested]
+    if missing:
+        raise SelfTestError(f"{folder / 'manifest.json'}: no known answer for the embedder(s) "
+                            f"{', '.join(missing)}; record one: python tools/known_answers.py")
     return results

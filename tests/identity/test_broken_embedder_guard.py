@@ -29,7 +29,7 @@ def _photo(tmp_path: Path, astronaut: np.ndarray) -> Path:
 def test_gallery_from_a_working_embedder_loads(tmp_path, astronaut, pipeline):
     gallery = tmp_path / "gallery.npz"
     enroll(gallery, "Eileen Collins", [_photo(tmp_path, astronaut)], pipeline)
-    identifier = Identifier.from_files(gallery, pipeline.embedder.model_sha256)
+    identifier = Identifier.from_files(gallery, pipeline.embedder_ids)
     assert len(identifier.gallery.people) == 1
 
 
@@ -42,7 +42,7 @@ def test_gallery_enrolled_by_a_broken_embedder_is_refused(tmp_path, astronaut):
     gallery = tmp_path / "gallery.npz"
     enroll(gallery, "Eileen Collins", [_photo(tmp_path, astronaut)], broken)
     with pytest.raises(GalleryError, match=rf"{gallery}: all \d+ templates are the same face to the embedder"):
-        Identifier.from_files(gallery, broken.embedder.model_sha256)
+        Identifier.from_files(gallery, broken.embedder_ids)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -87,9 +87,9 @@ def test_answers_recorded_for_another_model_version_are_refused(models_copy):
 
 def test_embedder_without_a_known_answer_is_refused(models_copy):
     _edit_manifest(models_copy, lambda m: m[EMBEDDER].pop(selftest.KEY))
-    with pytest.raises(selftest.SelfTestError, match="no embedder has a known answer"):
+    with pytest.raises(selftest.SelfTestError, match="no known answer for the embedder"):
         selftest.check_all(models_copy)
-    with pytest.raises(selftest.SelfTestError, match="no known answer in the manifest for the embedder"):
+    with pytest.raises(selftest.SelfTestError, match="no known answer in the manifest for this embedder"):
         selftest.check_pipeline(FacePipeline(models_dir=models_copy), models_copy)
 
 
