@@ -234,13 +234,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     bar = _progress(0, f"enrolling {args.name}")
     try:
         person_id, result = enroll(gallery, args.name, args.paths, pipeline, options, add_to_existing=args.add,
-                                   allowed=not args.denied, keep_crops=args.keep_crops, progress=bar.update)
+                                   allowed=not args.denied, keep_crops=args.keep_crops, progress=bar.update,
+                                   same_as=args.same_as, different_from=args.different_from)
     finally:
         bar.close()
     for line in result.summary_lines():
         print(line)
     _refresh_svm(gallery, pipeline.embedder.model_sha256, args.models)
-    print(f"enrolled {args.name!r} as {person_id} in {gallery}")
+    who = f"added to {args.same_as!r}" if args.same_as else f"enrolled {args.name!r}"
+    print(f"{who} as {person_id} in {gallery}")
     return 0
 
 
@@ -425,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files, folders or video files")
     p.add_argument("--gallery", help="gallery file (default: the state folder's gallery.npz)")
     p.add_argument("--add", action="store_true", help="add these images to an already enrolled person")
+    p.add_argument("--same-as", metavar="PERSON",
+                   help="these faces are PERSON (id or name), already enrolled: add them to that person")
+    p.add_argument("--different-from", metavar="PERSON", action="append", default=[],
+                   help="this is not PERSON (id or name), although the faces match them: enroll anyway "
+                        "(repeat for several)")
     p.add_argument("--denied", action="store_true", help="recognise this person but never open the door")
     p.add_argument("--keep-crops", action="store_true",
                    help="store aligned face crops in a new gallery so it can be re-embedded after a model change")
