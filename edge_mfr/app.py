@@ -70,6 +70,7 @@ class TrackView:
     masked: bool
     score: float  # latest classifier similarity of this track (0 before the first embedding)
     embedded: bool  # an embedding was computed for it in this frame
+    in_zone: bool = True  # in the camera's door zone: only such faces can open the door or count
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,8 @@ class Appliance:
         self._started = False
         self._ready = False
         self._gallery_sig: tuple[int, int] | None = None
+        self._clear_id = 0  # newest lockout_cleared journal row already applied
+        self._clear_checked = float("-inf")
         self._gallery_checked = -math.inf
         # A changed gallery is read on a helper thread (the SVM refit runs in a child process, seconds on a
         # Pi): the frame loop keeps deciding with the old gallery and adopts the new one when it is ready.
@@ -294,6 +297,7 @@ class Appliance:
         rec = cfg.recognition
         self.tracker = Tracker(vote_n=rec.vote_n, vote_m=rec.vote_m, reembed_every=rec.reembed_every)
         self.policy = AccessPolicy(cfg.policy, _PolicyClock(self.clock, cfg.policy.timezone))
+        self._restore_lockouts()
         if cfg.mqtt.enabled:
             self._start_mqtt()
         if cfg.kiosk.enabled:
@@ -309,6 +313,39 @@ class Appliance:
         self.notifier.ready(f"watching {self.source.name}; {people} people enrolled")
         self._ready = True
         log.info("ready: %s, %d people enrolled, doors %s", self.source.name, people, ", ".join(self.bank.names))
+
+    def _restore_lockouts(self) -> None:
+        """Resume lockouts the journal says are still running (a restart must not end one)."""
+        from edge_mfr.lockouts import active_lockouts, latest_clear_id
+
+        self._clear_id = latest_clear_id(self.journal)
+        for door, seconds in active_lockouts(self.journal).items():
+            if door in self.bank.names:
+                self.policy.restore_lockout(door, seconds)
+                self._record("lockout_restored", door=door, seconds=round(seconds, 1))
+
+    def clear_lockout(self, door: str | None, by: str, **details: Any) -> bool:
+        """An operator ends a lockout (kiosk, MQTT); journalled, so it also holds after a restart."""
+        active = self.policy.clear_lockout(door) if self.policy is not None else False
+        self._record("lockout_cleared", door=door, by=by, was_active=active, **details)
+        return active
+
+    def _check_lockout_clears(self, now: float) -> None:
+        """Apply clears other processes (``edge-mfr lockout clear``) wrote to the journal; once a second."""
+        from edge_mfr.lockouts import clears_since
+
+        if now - self._clear_checked < 1.0 or self.journal is None or self.policy is None:
+            return
+        self._clear_checked = now
+        try:
+            rows = clears_since(self.journal, self._clear_id)
+        except Exception:
+            log.exception("journal: cannot read lockout clears")
+            return
+        for row in rows:
+            self._clear_id = int(row["id"])
+            if self.policy.clear_lockout(row["door"]):
+                log.info("lockout cleared by %s", row["payload"].get("by", "an operator"))
 
     def _load_identifier(self) -> Any:
         from edge_mfr.identity.gallery import Gallery
@@ -385,6 +422,7 @@ class Appliance:
         self.bank.watchdog_feed()
         self._ping(now)
         self._check_gallery(now)
+        self._check_lockout_clears(now)
         self.handle_frame(frame)
         self.stats.frame_done(self.clock())
         return True
@@ -440,9 +478,11 @@ class Appliance:
         for ended in self.tracker.ended:
             self._scores.pop(ended.id, None)
 
-        decision = self.policy.decide(observations(tracks), door=self.door)
+        height, width = frame.image.shape[:2]
+        zone = {t.id: self.config.camera.in_door_zone(t.box, width, height) for t in tracks}
+        decision = self.policy.decide(observations(tracks, in_zone=lambda t: zone[t.id]), door=self.door)
         self._act(decision, frame.image, tracks)
-        views = [self._view(t, t.id in embedded) for t in tracks]
+        views = [self._view(t, t.id in embedded, zone[t.id]) for t in tracks]
         relays = {d.name: d.is_unlocked for d in self.bank}
         report = FrameReport(index, float(frame.timestamp), views, decision.action, decision.person_id,
                              relays, list(decision.reasons), image=frame.image)
@@ -453,11 +493,11 @@ class Appliance:
                 log.exception("on_frame hook failed")
         return report
 
-    def _view(self, track: Any, embedded: bool) -> TrackView:
+    def _view(self, track: Any, embedded: bool, in_zone: bool = True) -> TrackView:
         ident = track.identification
         box = tuple(round(float(v), 1) for v in track.box)
         return TrackView(track.id, box, track.decided, getattr(ident, "name", None), bool(track.masked),
-                         self._scores.get(track.id, 0.0), embedded)
+                         self._scores.get(track.id, 0.0), embedded, in_zone)
 
     # --------------------------------------------------------------------------------------------- actions
 

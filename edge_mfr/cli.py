@@ -355,6 +355,30 @@ def cmd_events(args: argparse.Namespace) -> int:
     return events_command(load_config(args.config).journal.path, args.kind, args.since, args.limit, args.json)
 
 
+def cmd_lockout(args: argparse.Namespace) -> int:
+    from edge_mfr.config import load_config
+    from edge_mfr.device.journal import Journal
+    from edge_mfr.lockouts import active_lockouts, record_clear
+
+    cfg = load_config(args.config)
+    doors = [d.name for d in cfg.doors]
+    if args.door is not None and args.door not in doors:
+        raise EdgeMfrError(f"no door called {args.door!r}; doors: {', '.join(doors)}")
+    with Journal.from_config(cfg, readonly=args.action == "status") as journal:
+        active = {d: s for d, s in active_lockouts(journal).items() if args.door in (None, d)}
+        if args.action == "clear":
+            record_clear(journal, args.door, by="cli")
+            what = f"door {args.door!r}" if args.door else "every door"
+            print(f"lockout cleared for {what}" + ("" if active else " (none was active)")
+                  + "; a running service applies it within a second")
+            return 0
+    for door, seconds in sorted(active.items()):
+        print(f"{door}: locked out for {seconds:.0f} s more")
+    if not active:
+        print("no lockout active")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_mfr.app import run_command
 
@@ -470,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("lockout", help="show or clear a lockout (too many unknown faces at a door)")
+    p.add_argument("action", choices=["status", "clear"])
+    p.add_argument("--door", help="only this door (default: every door)")
+    p.set_defaults(func=cmd_lockout)
 
     p = sub.add_parser("run", help="the appliance: camera -> recognition -> door lock (systemd's ExecStart)")
     p.add_argument("--source", metavar="SPEC", help="override camera.source: picamera2, /dev/video0, a URL, "

@@ -114,7 +114,7 @@ def demo_script(cast: Actors, fps: float = FPS) -> tuple[list[Any], list[Segment
         script.extend(entries)
 
     shape = cast.eileen.shape[:2]
-    add("approach", walk(n["approach"], shape, (0.4, 1.6), 0.25, 0), True, f"{NAME} walks up, no mask")
+    add("approach", walk(n["approach"], shape, (0.8, 1.6), 0.25, 0), True, f"{NAME} walks up, no mask")
     add("away", [None] * n["away"], False, "she steps away")
     add("masked", walk(n["masked"], shape, (1.1, 1.5), 0.7, 1), True, f"{NAME} comes back wearing a mask")
     add("empty", [None] * n["empty"], False, "nobody at the door")

@@ -20,7 +20,7 @@ so the TOML and the engine cannot drift apart.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -74,6 +74,7 @@ class Observation:
     allowed: bool = False
     masked: bool = False
     score: float = 0.0
+    in_zone: bool = True  # centred in the camera's door zone and close enough (CameraConfig.door_zone)
 
 
 @dataclass
@@ -85,21 +86,24 @@ class PolicyDecision:
     events: list[Event] = field(default_factory=list)
 
 
-def observations(tracks: Iterable[Any], unknown: str = "unknown") -> list[Observation]:
+def observations(tracks: Iterable[Any], unknown: str = "unknown",
+                 in_zone: Callable[[Any], bool] | None = None) -> list[Observation]:
     """Observations from decided tracker tracks (``Track.decided``, ``.identification``, ``.masked``,
-    ``.best_score``); undecided tracks are left out, as the policy acts only after the vote."""
+    ``.best_score``); undecided tracks are left out, as the policy acts only after the vote.
+    ``in_zone(track)`` says whether the track's face is in the door zone (all are when None)."""
     out = []
     for t in tracks:
         decided = t.decided
         if decided is None:
             continue
         ident = t.identification
+        zone = True if in_zone is None else bool(in_zone(t))
         if decided == unknown:
-            out.append(Observation(t.id, None, None, False, bool(t.masked), float(t.best_score)))
+            out.append(Observation(t.id, None, None, False, bool(t.masked), float(t.best_score), zone))
         else:
             allowed = bool(getattr(ident, "allowed", False))
             out.append(Observation(t.id, decided, getattr(ident, "name", None), allowed, bool(t.masked),
-                                   float(t.best_score)))
+                                   float(t.best_score), zone))
     return out
 
 
@@ -134,6 +138,13 @@ class AccessPolicy:
         t = self.clock.monotonic()
         ends = [u for d, u in self._locked_until.items() if door is None or d == door]
         return max([0.0, *(u - t for u in ends)])
+
+    def restore_lockout(self, door: str, seconds: float) -> None:
+        """Resume a lockout that was active before a restart, for the ``seconds`` it still had
+        (at most ``lockout_seconds``, so a wrong wall clock at boot cannot stretch it)."""
+        seconds = min(float(seconds), self.config.lockout_seconds)
+        if seconds > 0:
+            self._locked_until[door] = self.clock.monotonic() + seconds
 
     def clear_lockout(self, door: str | None = None) -> bool:
         """End a lockout early (an operator command) at ``door`` or every door; True when one was active."""
@@ -187,6 +198,9 @@ class AccessPolicy:
         unlockable: list[Observation] = []
         denied: list[tuple[Observation, str]] = []
         for o in obs:
+            if not o.in_zone:  # a passer-by behind the person at the door: neither unlocks nor counts
+                reasons.append(f"track {o.track_id}: outside the door zone (ignored)")
+                continue
             state = self._tracks.setdefault((door, o.track_id), _TrackState(t))
             state.last_seen = t
             if state.masked != o.masked:
