@@ -71,6 +71,7 @@ class TrackView:
     score: float  # latest classifier similarity of this track (0 before the first embedding)
     embedded: bool  # an embedding was computed for it in this frame
     in_zone: bool = True  # in the camera's door zone: only such faces can open the door or count
+    refused: str | None = None  # why the door will not open for this face now (lockout, not allowed, ...)
 
 
 @dataclass(frozen=True)
@@ -482,7 +483,7 @@ class Appliance:
         zone = {t.id: self.config.camera.in_door_zone(t.box, width, height) for t in tracks}
         decision = self.policy.decide(observations(tracks, in_zone=lambda t: zone[t.id]), door=self.door)
         self._act(decision, frame.image, tracks)
-        views = [self._view(t, t.id in embedded, zone[t.id]) for t in tracks]
+        views = [self._view(t, t.id in embedded, zone[t.id], decision.refused.get(t.id)) for t in tracks]
         relays = {d.name: d.is_unlocked for d in self.bank}
         report = FrameReport(index, float(frame.timestamp), views, decision.action, decision.person_id,
                              relays, list(decision.reasons), image=frame.image)
@@ -493,11 +494,11 @@ class Appliance:
                 log.exception("on_frame hook failed")
         return report
 
-    def _view(self, track: Any, embedded: bool, in_zone: bool = True) -> TrackView:
+    def _view(self, track: Any, embedded: bool, in_zone: bool = True, refused: str | None = None) -> TrackView:
         ident = track.identification
         box = tuple(round(float(v), 1) for v in track.box)
         return TrackView(track.id, box, track.decided, getattr(ident, "name", None), bool(track.masked),
-                         self._scores.get(track.id, 0.0), embedded, in_zone)
+                         self._scores.get(track.id, 0.0), embedded, in_zone, refused)
 
     # --------------------------------------------------------------------------------------------- actions
 

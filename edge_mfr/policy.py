@@ -84,6 +84,7 @@ class PolicyDecision:
     person_id: str | None = None
     reasons: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)  # track id -> why this person may not enter now
 
 
 def observations(tracks: Iterable[Any], unknown: str = "unknown",
@@ -197,9 +198,11 @@ class AccessPolicy:
         fresh_unknown = False
         unlockable: list[Observation] = []
         denied: list[tuple[Observation, str]] = []
+        refused: dict[int, str] = {}
         for o in obs:
             if not o.in_zone:  # a passer-by behind the person at the door: neither unlocks nor counts
                 reasons.append(f"track {o.track_id}: outside the door zone (ignored)")
+                refused[o.track_id] = "not at the door"
                 continue
             state = self._tracks.setdefault((door, o.track_id), _TrackState(t))
             state.last_seen = t
@@ -229,6 +232,7 @@ class AccessPolicy:
                 problem = self.schedule_problem(o.person_id, now)
             if problem is not None:
                 denied.append((o, problem))
+                refused[o.track_id] = problem
                 continue
             if c.once_per_track and state.granted:
                 reasons.append(f"{who}: already let in during this stay (one unlock per track)")
@@ -269,12 +273,12 @@ class AccessPolicy:
             events.append(("access_granted", {"door": door, "track_id": o.track_id, "person_id": o.person_id,
                                               "name": o.name, "masked": o.masked,
                                               "score": round(o.score, 4)}))
-            return PolicyDecision("unlock", door, o.person_id, reasons, events)
+            return PolicyDecision("unlock", door, o.person_id, reasons, events, refused)
         if reported:
-            return PolicyDecision("deny", door, reported[0].person_id, reasons, events)
+            return PolicyDecision("deny", door, reported[0].person_id, reasons, events, refused)
         if fresh_unknown:
-            return PolicyDecision("deny", door, None, reasons, events)
-        return PolicyDecision("none", door, None, reasons, events)
+            return PolicyDecision("deny", door, None, reasons, events, refused)
+        return PolicyDecision("none", door, None, reasons, events, refused)
 
     def _expire(self, t: float, door: str, events: list[Event], reasons: list[str]) -> None:
         if door in self._locked_until and t >= self._locked_until[door]:

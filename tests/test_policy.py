@@ -407,7 +407,8 @@ def test_faces_outside_the_door_zone_neither_count_nor_unlock():
         assert kinds(policy.decide([far])) == []
         clock.advance(1)
     assert policy.lockout_remaining() == 0
-    assert "access_granted" not in kinds(policy.decide([alice(in_zone=False)]))
+    far = policy.decide([alice(in_zone=False)])
+    assert "access_granted" not in kinds(far) and far.refused == {1: "not at the door"}
     assert "access_granted" in kinds(policy.decide([alice(in_zone=True)]))
 
 
@@ -415,5 +416,6 @@ def test_a_restored_lockout_holds_and_never_outlasts_the_configured_length():
     policy, clock = make(lockout_seconds=120)
     policy.restore_lockout("door", 10_000)  # a wall clock that jumped at boot cannot stretch it
     assert policy.lockout_remaining("door") == pytest.approx(120)
-    assert "access_granted" not in kinds(policy.decide([alice()]))
+    held = policy.decide([alice()])
+    assert "access_granted" not in kinds(held) and held.refused[1].startswith("lockout active for 120 s")
     assert policy.clear_lockout("door") and "access_granted" in kinds(policy.decide([alice(track=3)]))
