@@ -325,14 +325,9 @@ class Appliance:
                 self.policy.restore_lockout(door, seconds)
                 self._record("lockout_restored", door=door, seconds=round(seconds, 1))
 
-    def clear_lockout(self, door: str | None, by: str, **details: Any) -> bool:
-        """An operator ends a lockout (kiosk, MQTT); journalled, so it also holds after a restart."""
-        active = self.policy.clear_lockout(door) if self.policy is not None else False
-        self._record("lockout_cleared", door=door, by=by, was_active=active, **details)
-        return active
-
     def _check_lockout_clears(self, now: float) -> None:
-        """Apply clears other processes (``edge-mfr lockout clear``) wrote to the journal; once a second."""
+        """Apply the operators' clears (CLI, kiosk, MQTT: all written to the journal); once a second, here in
+        the frame thread, so the policy is only ever changed by the thread that decides."""
         from edge_mfr.lockouts import clears_since
 
         if now - self._clear_checked < 1.0 or self.journal is None or self.policy is None:
