@@ -138,3 +138,13 @@ def test_a_signed_mqtt_command_clears_a_lockout_and_an_unsigned_one_does_not(tmp
 def test_a_bad_door_zone_is_one_clear_config_error(tmp_path, clip):
     with pytest.raises(ValueError, match="door_zone"):
         _config(tmp_path, clip, door_zone=[0.9, 0.0, 0.1, 1.0])
+
+
+def test_the_kiosk_clears_a_lockout(tmp_path, clip, locked_state):
+    from edge_mfr.device.kiosk import Kiosk
+
+    with _restarted(tmp_path, clip, locked_state) as (app, config, _):
+        assert "lockout cleared" in Kiosk(app, config.kiosk).clear_lockout()
+        assert _steps_until_cleared(app)
+    with Journal(config.journal.path, readonly=True) as journal:
+        assert journal.query(kind="lockout_cleared", limit=1)[0]["payload"]["by"] == "kiosk"

@@ -93,7 +93,9 @@ class UploadError(EdgeMfrError, ValueError):
 
 
 def track_label(view: Any) -> Any:
-    """The same label style as `recognize --annotate`: green name and score, red unknown, amber undecided."""
+    """The same label style as `recognize --annotate`: green name and score, red unknown, amber undecided;
+    a recognised person the door refuses (lockout, not allowed, schedule) is red with the reason, and one
+    outside the door zone amber: green only when the door would let them in."""
     from edge_mfr.vision.draw import AMBER, GREEN, RED, Label
 
     mask = " (mask)" if view.masked else ""
@@ -101,7 +103,13 @@ def track_label(view: Any) -> Any:
         return Label(f"checking{mask}", AMBER)
     if view.decided == "unknown":
         return Label(f"unknown{mask}", RED)
-    return Label(f"{view.name or view.decided} {view.score:.2f}{mask}", GREEN)
+    who = f"{view.name or view.decided} {view.score:.2f}{mask}"
+    refused = getattr(view, "refused", None)
+    if refused == "not at the door" or not getattr(view, "in_zone", True):
+        return Label(f"{who}: not at the door", AMBER)  # recognised, but the door does not act on it
+    if refused:
+        return Label(f"{who}: refused, {refused}", RED)  # the same verdict as the door: never green
+    return Label(who, GREEN)
 
 
 def annotate_report(image: np.ndarray, tracks: list[Any], max_width: int | None = None) -> np.ndarray:
@@ -577,9 +585,26 @@ class Kiosk:
         if len(files) > MAX_FILES:
             raise UploadError(f"{len(files)} files: at most {MAX_FILES} per enrollment")
         with tempfile.TemporaryDirectory(prefix="edge-mfr-upload-") as tmp:
-            paths = [store_upload(Path(tmp), i + 1, f.filename or "", f.data) for i, f in enumerate(files)]
+            paths, bad = [], []
+            for i, f in enumerate(files):  # the CLI's rule: enroll the good files, report the bad ones
+                try:
+                    paths.append(store_upload(Path(tmp), i + 1, f.filename or "", f.data))
+                except UploadError as exc:
+                    bad.append((f.filename or f"file {i + 1}", str(exc).split(": ", 1)[-1]))
+            if not paths:
+                raise UploadError("; ".join(f"{src}: {why}" for src, why in bad))
             person_id, result = self.enroll_files(name, paths, allowed, add)
+        result.dropped[:0] = bad
         return name, person_id, result
+
+    def clear_lockout(self) -> str:
+        """An operator ends the lockout: a journal event the frame loop applies within a second (as for the
+        CLI and MQTT), so the HTTP thread never touches the policy."""
+        journal = self.app.journal
+        if journal is None:
+            raise UploadError("the journal is not open; the lockout cannot be cleared", HTTPStatus.CONFLICT)
+        journal.record("lockout_cleared", door=None, by="kiosk")
+        return "lockout cleared: the door accepts faces again within a second"
 
     def start_capture(self, name: str, allowed: bool, add: bool) -> CaptureJob:
         name = self._check_name(name, add)
@@ -597,6 +622,7 @@ class Kiosk:
         min_px = self.app.config.recognition.min_face_px
         frames: list[np.ndarray] = []
         seq = -1
+        tracked: int | None = None  # the one track every kept frame must show: a scene change is someone else
         deadline = time.monotonic() + CAPTURE_TIMEOUT_S
         try:
             while len(frames) < CAPTURE_FRAMES and time.monotonic() < deadline and not self.closing.is_set():
@@ -605,7 +631,8 @@ class Kiosk:
                 if report is None or getattr(report, "image", None) is None:
                     continue
                 faces = [t for t in report.tracks if t.box[2] - t.box[0] >= min_px]
-                if len(faces) == 1 and len(report.tracks) == 1:
+                if len(faces) == 1 and len(report.tracks) == 1 and tracked in (None, faces[0].track_id):
+                    tracked = faces[0].track_id
                     frames.append(report.image.copy())
                     job.captured = len(frames)
                     job.message = f"captured {len(frames)} of {CAPTURE_FRAMES} frames: keep turning slowly"
@@ -777,7 +804,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/admin/login": self._login, "/admin/logout": self._logout, "/admin/enroll": self._enroll,
             "/admin/capture": self._capture, "/admin/people/rename": self._person,
             "/admin/people/remove": self._person, "/admin/people/allow": self._person,
-            "/admin/people/deny": self._person,
+            "/admin/people/deny": self._person, "/admin/lockout/clear": self._clear_lockout,
         })
 
     def _dispatch(self, routes: dict[str, Callable[[], None]]) -> None:
@@ -922,6 +949,16 @@ class _Handler(BaseHTTPRequestHandler):
         action = self.route.rsplit("/", 1)[1]
         try:
             done = self.kiosk.change_person(action, form.get("person", ""), form.get("name", ""))
+        except EdgeMfrError as exc:
+            self._people_page(pages.message(str(exc)), HTTPStatus.BAD_REQUEST)
+            return
+        self._people_page(pages.message(done, ok=True))
+
+    def _clear_lockout(self) -> None:
+        form = self._form()
+        self._check_csrf(form)
+        try:
+            done = self.kiosk.clear_lockout()
         except EdgeMfrError as exc:
             self._people_page(pages.message(str(exc)), HTTPStatus.BAD_REQUEST)
             return
