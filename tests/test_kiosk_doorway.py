@@ -12,6 +12,7 @@ import pytest
 from edge_mfr.app import FrameReport, TrackView
 from edge_mfr.device import kiosk as kiosk_module
 from edge_mfr.device.kiosk import Kiosk, Part, UploadError, track_label
+from edge_mfr.errors import EnrollmentError
 from edge_mfr.identity.gallery import Gallery
 from edge_mfr.vision.draw import AMBER, GREEN, RED
 from edge_mfr.vision.imageio import read_image
@@ -78,3 +79,15 @@ def test_live_capture_keeps_only_the_face_it_started_tracking(kiosk, data_dir, m
         time.sleep(0.1)
     assert job.state == "done", job.message
     assert job.captured == 3  # track 2's frames were never collected
+
+
+@pytest.mark.data
+def test_a_kiosk_duplicate_is_refused_until_the_admin_says_it_is_someone_else(kiosk, data_dir):
+    photos = sorted((data_dir / "lfw" / "ColinPowell").glob("*.jpg"))
+    _, colin, _ = kiosk.enroll_uploads("Colin Powell", [Part("files", p.name, p.read_bytes()) for p in photos[:3]],
+                                       True, False)
+    again = [Part("files", photos[3].name, photos[3].read_bytes())]
+    with pytest.raises(EnrollmentError, match=rf"match 'Colin Powell' \({colin}.*'Different from'"):
+        kiosk.enroll_uploads("Someone Else", again, True, False)
+    _, other, _ = kiosk.enroll_uploads("Someone Else", again, True, False, different_from=colin)
+    assert other != colin and len(Gallery.load(kiosk.gallery_path).people) == 2

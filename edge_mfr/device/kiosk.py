@@ -560,7 +560,8 @@ class Kiosk:
                                   "choose another name")
         return name
 
-    def enroll_files(self, name: str, paths: list[Path], allowed: bool, add: bool) -> tuple[str, Any]:
+    def enroll_files(self, name: str, paths: list[Path], allowed: bool, add: bool,
+                     different_from: tuple[str, ...] = ()) -> tuple[str, Any]:
         """Enroll through the CLI's code on a private pipeline; one enrollment at a time."""
         from edge_mfr.identity.enroll import EnrollOptions, enroll
         from edge_mfr.vision.pipeline import FacePipeline
@@ -572,11 +573,12 @@ class Kiosk:
             pipeline = FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
                                     models_dir=self.app.models_dir)
             return enroll(self.gallery_path, name, paths, pipeline, EnrollOptions(), add_to_existing=add,
-                          allowed=allowed)
+                          allowed=allowed, different_from=different_from)
         finally:
             self._enroll_lock.release()
 
-    def enroll_uploads(self, name: str, files: list[Part], allowed: bool, add: bool) -> tuple[str, str, Any]:
+    def enroll_uploads(self, name: str, files: list[Part], allowed: bool, add: bool,
+                       different_from: str = "") -> tuple[str, str, Any]:
         """(name, person_id, EnrollmentResult); every file is decoded before anything is stored."""
         name = self._check_name(name, add)
         files = [f for f in files if f.filename or f.data]
@@ -593,7 +595,8 @@ class Kiosk:
                     bad.append((f.filename or f"file {i + 1}", str(exc).split(": ", 1)[-1]))
             if not paths:
                 raise UploadError("; ".join(f"{src}: {why}" for src, why in bad))
-            person_id, result = self.enroll_files(name, paths, allowed, add)
+            others = tuple(p.strip() for p in different_from.split(",") if p.strip())
+            person_id, result = self.enroll_files(name, paths, allowed, add, others)
         result.dropped[:0] = bad
         return name, person_id, result
 
@@ -971,7 +974,8 @@ class _Handler(BaseHTTPRequestHandler):
         files = [p for p in parts if p.filename is not None]
         try:
             name, person_id, result = self.kiosk.enroll_uploads(fields.get("name", ""), files,
-                                                                "allowed" in fields, "add" in fields)
+                                                                "allowed" in fields, "add" in fields,
+                                                                fields.get("different_from", ""))
         except EdgeMfrError as exc:
             status = getattr(exc, "status", HTTPStatus.BAD_REQUEST)
             self._people_page(pages.message(f"not enrolled: {exc}"), status)

@@ -249,8 +249,9 @@ def check_not_enrolled(gallery: Gallery, result: EnrollmentResult, target: str |
             continue
         raise EnrollmentError(
             f"these faces match {match.name!r} ({match.person_id}, similarity {match.score:.2f}), who is already "
-            f"enrolled: to add them to that person use --same-as {match.person_id}; if this is someone else, "
-            f"say so with --different-from {match.person_id}")
+            f"enrolled: to add them to that person use --same-as {match.person_id} (kiosk: tick 'add to a person "
+            f"already enrolled' with that name); if this is someone else, say so with --different-from "
+            f"{match.person_id} (kiosk: 'Different from')")
 
 
 def enroll(gallery_path: Path, name: str, paths: Iterable[Path | str], pipeline: FacePipeline,
