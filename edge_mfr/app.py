@@ -317,7 +317,7 @@ class Appliance:
 
     def _restore_lockouts(self) -> None:
         """Resume lockouts the journal says are still running (a restart must not end one)."""
-        from edge_mfr.lockouts import active_lockouts, latest_clear_id
+        from edge_mfr.device.lockouts import active_lockouts, latest_clear_id
 
         self._clear_id = latest_clear_id(self.journal)
         for door, seconds in active_lockouts(self.journal).items():
@@ -328,7 +328,7 @@ class Appliance:
     def _check_lockout_clears(self, now: float) -> None:
         """Apply the operators' clears (CLI, kiosk, MQTT: all written to the journal); once a second, here in
         the frame thread, so the policy is only ever changed by the thread that decides."""
-        from edge_mfr.lockouts import clears_since
+        from edge_mfr.device.lockouts import clears_since
 
         if now - self._clear_checked < 1.0 or self.journal is None or self.policy is None:
             return

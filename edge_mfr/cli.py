@@ -358,7 +358,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 def cmd_lockout(args: argparse.Namespace) -> int:
     from edge_mfr.config import load_config
     from edge_mfr.device.journal import Journal
-    from edge_mfr.lockouts import active_lockouts, record_clear
+    from edge_mfr.device.lockouts import active_lockouts, record_clear
 
     cfg = load_config(args.config)
     doors = [d.name for d in cfg.doors]

@@ -386,7 +386,7 @@ class CommandHandler:
 
     def _clear_lockout(self, body: dict[str, Any]) -> dict[str, Any]:
         """End a lockout at ``door`` (every door when absent): a ``lockout_cleared`` journal event, which the
-        frame loop applies within a second (edge_mfr.lockouts), as for the CLI and the kiosk."""
+        frame loop applies within a second (edge_mfr.device.lockouts), as for the CLI and the kiosk."""
         door = self._door(body, required=False)
         if self.journal is None:
             raise _Reject("clear_lockout needs the journal, which this device has not opened", failed=True)
