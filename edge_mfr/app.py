@@ -75,6 +75,8 @@ class TrackView:
     score: float  # latest classifier similarity of this track (0 before the first embedding)
     embedded: bool  # an embedding was computed for it in this frame
     liveness: str | None = None  # "waiting" for a blink, "passed", or None (not checked)
+    in_zone: bool = True  # in the camera's door zone: only such faces can open the door or count
+    refused: str | None = None  # why the door will not open for this face now (lockout, not allowed, ...)
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,8 @@ class Appliance:
         self._started = False
         self._ready = False
         self._gallery_sig: tuple[int, int] | None = None
+        self._clear_id = 0  # newest lockout_cleared journal row already applied
+        self._clear_checked = float("-inf")
         self._gallery_checked = -math.inf
         # A changed gallery is read on a helper thread (the SVM refit runs in a child process, seconds on a
         # Pi): the frame loop keeps deciding with the old gallery and adopts the new one when it is ready.
@@ -327,6 +331,7 @@ class Appliance:
         rec = cfg.recognition
         self.tracker = Tracker(vote_n=rec.vote_n, vote_m=rec.vote_m, reembed_every=rec.reembed_every)
         self.policy = AccessPolicy(cfg.policy, _PolicyClock(self.clock, cfg.policy.timezone))
+        self._restore_lockouts()
         door_cfg = cfg.doors[0]
         if door_cfg.liveness == "blink":
             from edge_mfr.liveness.gate import LivenessGate
@@ -363,6 +368,34 @@ class Appliance:
 
         for r in check_pipeline(self.pipeline, self.models_dir):
             log.info("self-test %s (%s): worst cosine %.4f", r.file, r.role, r.worst_cosine)
+
+    def _restore_lockouts(self) -> None:
+        """Resume lockouts the journal says are still running (a restart must not end one)."""
+        from edge_mfr.device.lockouts import active_lockouts, latest_clear_id
+
+        self._clear_id = latest_clear_id(self.journal)
+        for door, seconds in active_lockouts(self.journal).items():
+            if door in self.bank.names:
+                self.policy.restore_lockout(door, seconds)
+                self._record("lockout_restored", door=door, seconds=round(seconds, 1))
+
+    def _check_lockout_clears(self, now: float) -> None:
+        """Apply the operators' clears (CLI, kiosk, MQTT: all written to the journal); once a second, here in
+        the frame thread, so the policy is only ever changed by the thread that decides."""
+        from edge_mfr.device.lockouts import clears_since
+
+        if now - self._clear_checked < 1.0 or self.journal is None or self.policy is None:
+            return
+        self._clear_checked = now
+        try:
+            rows = clears_since(self.journal, self._clear_id)
+        except Exception:
+            log.exception("journal: cannot read lockout clears")
+            return
+        for row in rows:
+            self._clear_id = int(row["id"])
+            if self.policy.clear_lockout(row["door"]):
+                log.info("lockout cleared by %s", row["payload"].get("by", "an operator"))
 
     def _load_identifier(self) -> Any:
         from edge_mfr.identity.enroll import extra_models
@@ -443,6 +476,7 @@ class Appliance:
         self.bank.watchdog_feed()
         self._ping(now)
         self._check_gallery(now)
+        self._check_lockout_clears(now)
         self.handle_frame(frame)
         self.stats.frame_done(self.clock())
         return True
@@ -510,14 +544,17 @@ class Appliance:
             self._scores.pop(ended.id, None)
             self._faulted.discard(ended.id)
 
+        height, width = frame.image.shape[:2]
+        zone = {t.id: self.config.camera.in_door_zone(t.box, width, height) for t in tracks}
         candidates = tracks
         if self.liveness is not None:
             candidates, refusals = self.liveness.admit(tracks, float(frame.timestamp), self.door)
             for kind, payload in refusals:
                 self._record(kind, **payload)
-        decision = self.policy.decide(observations(candidates), door=self.door)
+        decision = self.policy.decide(observations(candidates, in_zone=lambda t: zone[t.id]), door=self.door)
         self._act(decision, frame.image, tracks)
-        views = [self._view(t, t.id in embedded, float(frame.timestamp)) for t in tracks]
+        views = [self._view(t, t.id in embedded, float(frame.timestamp), zone[t.id], decision.refused.get(t.id))
+                 for t in tracks]
         relays = {d.name: d.is_unlocked for d in self.bank}
         report = FrameReport(index, float(frame.timestamp), views, decision.action, decision.person_id,
                              relays, list(decision.reasons), image=frame.image)
@@ -528,12 +565,13 @@ class Appliance:
                 log.exception("on_frame hook failed")
         return report
 
-    def _view(self, track: Any, embedded: bool, now: float = 0.0) -> TrackView:
+    def _view(self, track: Any, embedded: bool, now: float = 0.0, in_zone: bool = True,
+              refused: str | None = None) -> TrackView:
         ident = track.identification
         box = tuple(round(float(v), 1) for v in track.box)
         live = self.liveness.status(track.id, now) if self.liveness is not None else None
         return TrackView(track.id, box, track.decided, getattr(ident, "name", None), bool(track.masked),
-                         self._scores.get(track.id, 0.0), embedded, live)
+                         self._scores.get(track.id, 0.0), embedded, live, in_zone, refused)
 
     # --------------------------------------------------------------------------------------------- actions
 

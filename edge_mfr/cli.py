@@ -235,11 +235,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                             embedders=_embedders(args))
     with Progress(f"enroll {args.name}", None, "image", every=10) as bar:  # a video frame counts as one
         person_id, result = enroll(gallery, args.name, args.paths, pipeline, options, add_to_existing=args.add,
-                                   allowed=not args.denied, keep_crops=args.keep_crops, progress=bar.update)
+                                   allowed=not args.denied, keep_crops=args.keep_crops, progress=bar.update,
+                                   same_as=args.same_as, different_from=args.different_from)
     for line in result.summary_lines():
         print(line)
     _refresh_svm(gallery, pipeline.embedder_ids, args.models)
-    print(f"enrolled {args.name!r} as {person_id} in {gallery}")
+    who = f"added to {args.same_as!r}" if args.same_as else f"enrolled {args.name!r}"
+    print(f"{who} as {person_id} in {gallery}")
     return 0
 
 
@@ -340,6 +342,30 @@ def cmd_events(args: argparse.Namespace) -> int:
     return events_command(load_config(args.config).journal.path, args.kind, args.since, args.limit, args.json)
 
 
+def cmd_lockout(args: argparse.Namespace) -> int:
+    from edge_mfr.config import load_config
+    from edge_mfr.device.journal import Journal
+    from edge_mfr.device.lockouts import active_lockouts, record_clear
+
+    cfg = load_config(args.config)
+    doors = [d.name for d in cfg.doors]
+    if args.door is not None and args.door not in doors:
+        raise EdgeMfrError(f"no door called {args.door!r}; doors: {', '.join(doors)}")
+    with Journal.from_config(cfg, readonly=args.action == "status") as journal:
+        active = {d: s for d, s in active_lockouts(journal).items() if args.door in (None, d)}
+        if args.action == "clear":
+            record_clear(journal, args.door, by="cli")
+            what = f"door {args.door!r}" if args.door else "every door"
+            print(f"lockout cleared for {what}" + ("" if active else " (none was active)")
+                  + "; a running service applies it within a second")
+            return 0
+    for door, seconds in sorted(active.items()):
+        print(f"{door}: locked out for {seconds:.0f} s more")
+    if not active:
+        print("no lockout active")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_mfr.app import run_command
 
@@ -437,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files, folders or video files")
     p.add_argument("--gallery", help="gallery file (default: the state folder's gallery.npz)")
     p.add_argument("--add", action="store_true", help="add these images to an already enrolled person")
+    p.add_argument("--same-as", metavar="PERSON",
+                   help="these faces are PERSON (id or name), already enrolled: add them to that person")
+    p.add_argument("--different-from", metavar="PERSON", action="append", default=[],
+                   help="this is not PERSON (id or name), although the faces match them: enroll anyway "
+                        "(repeat for several)")
     p.add_argument("--denied", action="store_true", help="recognise this person but never open the door")
     p.add_argument("--keep-crops", action="store_true",
                    help="store aligned face crops in a new gallery so it can be re-embedded after a model change")
@@ -486,6 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _config_option(p)
     p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("lockout", help="show or clear a lockout (too many unknown faces at a door)")
+    p.add_argument("action", choices=["status", "clear"])
+    p.add_argument("--door", help="only this door (default: every door)")
+    p.set_defaults(func=cmd_lockout)
 
     p = sub.add_parser("run", help="the appliance: camera -> recognition -> door lock (systemd's ExecStart)")
     p.add_argument("--source", metavar="SPEC", help="override camera.source: picamera2, /dev/video0, a URL, "

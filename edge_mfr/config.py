@@ -205,6 +205,31 @@ class CameraConfig(Section):
     retry_min_seconds: float = Field(1.0, gt=0, le=3600, description="first wait before reopening a failed camera")
     retry_max_seconds: float = Field(
         30.0, gt=0, le=3600, description="longest wait between reopen attempts (back-off cap)")
+    door_zone: tuple[float, float, float, float] = Field(
+        (0.1, 0.0, 0.9, 1.0), description="where a person at the door is seen: [left, top, right, bottom] as "
+                                          "fractions of the frame; only faces centred in it can open the door "
+                                          "or count towards a lockout (passers-by at the edges do not)")
+    door_zone_min_face: float = Field(
+        0.18, ge=0.0, le=1.0, description="the smallest face, as a fraction of the frame width, of someone "
+                                          "standing at the door (0.18: about 0.8 m from a 60-degree camera); "
+                                          "smaller, farther faces are shown but never count")
+
+    @field_validator("door_zone")
+    @classmethod
+    def _zone(cls, value: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        left, top, right, bottom = value
+        if not (0.0 <= left < right <= 1.0 and 0.0 <= top < bottom <= 1.0):
+            raise ValueError(f"door_zone {list(value)} must be [left, top, right, bottom] with "
+                             "0 <= left < right <= 1 and 0 <= top < bottom <= 1")
+        return value
+
+    def in_door_zone(self, box: tuple[float, ...] | list[float], frame_width: int, frame_height: int) -> bool:
+        """True when a face box (frame pixels) is centred in the door zone and large enough to be at the door."""
+        x1, y1, x2, y2 = (float(v) for v in box[:4])
+        left, top, right, bottom = self.door_zone
+        cx, cy = (x1 + x2) / 2 / frame_width, (y1 + y2) / 2 / frame_height
+        return (left <= cx <= right and top <= cy <= bottom
+                and (x2 - x1) >= self.door_zone_min_face * frame_width)
 
     @property
     def kind(self) -> str:

@@ -142,7 +142,7 @@ def demo_script(cast: Actors, fps: float = FPS) -> tuple[list[Any], list[Segment
         blinks.update({first + k: amount for k, amount in enumerate(BLINK_PROFILE)})
 
     shape = cast.eileen.shape[:2]
-    add("approach", walk(n["approach"], shape, (0.4, 1.6), 0.25, 0), True, f"{NAME} walks up, no mask, blinks")
+    add("approach", walk(n["approach"], shape, (0.8, 1.6), 0.25, 0), True, f"{NAME} walks up, no mask, blinks")
     blink_at(1.5)
     add("away", [None] * n["away"], False, "she steps away")
     segments.append(Segment("photo", len(script), len(script) + n["photo"], False,

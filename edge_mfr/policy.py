@@ -20,7 +20,7 @@ so the TOML and the engine cannot drift apart.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -74,6 +74,7 @@ class Observation:
     allowed: bool = False
     masked: bool = False
     score: float = 0.0
+    in_zone: bool = True  # centred in the camera's door zone and close enough (CameraConfig.door_zone)
 
 
 @dataclass
@@ -83,23 +84,27 @@ class PolicyDecision:
     person_id: str | None = None
     reasons: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)  # track id -> why this person may not enter now
 
 
-def observations(tracks: Iterable[Any], unknown: str = "unknown") -> list[Observation]:
+def observations(tracks: Iterable[Any], unknown: str = "unknown",
+                 in_zone: Callable[[Any], bool] | None = None) -> list[Observation]:
     """Observations from decided tracker tracks (``Track.decided``, ``.identification``, ``.masked``,
-    ``.best_score``); undecided tracks are left out, as the policy acts only after the vote."""
+    ``.best_score``); undecided tracks are left out, as the policy acts only after the vote.
+    ``in_zone(track)`` says whether the track's face is in the door zone (all are when None)."""
     out = []
     for t in tracks:
         decided = t.decided
         if decided is None:
             continue
         ident = t.identification
+        zone = True if in_zone is None else bool(in_zone(t))
         if decided == unknown:
-            out.append(Observation(t.id, None, None, False, bool(t.masked), float(t.best_score)))
+            out.append(Observation(t.id, None, None, False, bool(t.masked), float(t.best_score), zone))
         else:
             allowed = bool(getattr(ident, "allowed", False))
             out.append(Observation(t.id, decided, getattr(ident, "name", None), allowed, bool(t.masked),
-                                   float(t.best_score)))
+                                   float(t.best_score), zone))
     return out
 
 
@@ -134,6 +139,13 @@ class AccessPolicy:
         t = self.clock.monotonic()
         ends = [u for d, u in self._locked_until.items() if door is None or d == door]
         return max([0.0, *(u - t for u in ends)])
+
+    def restore_lockout(self, door: str, seconds: float) -> None:
+        """Resume a lockout that was active before a restart, for the ``seconds`` it still had
+        (at most ``lockout_seconds``, so a wrong wall clock at boot cannot stretch it)."""
+        seconds = min(float(seconds), self.config.lockout_seconds)
+        if seconds > 0:
+            self._locked_until[door] = self.clock.monotonic() + seconds
 
     def clear_lockout(self, door: str | None = None) -> bool:
         """End a lockout early (an operator command) at ``door`` or every door; True when one was active."""
@@ -186,7 +198,12 @@ class AccessPolicy:
         fresh_unknown = False
         unlockable: list[Observation] = []
         denied: list[tuple[Observation, str]] = []
+        refused: dict[int, str] = {}
         for o in obs:
+            if not o.in_zone:  # a passer-by behind the person at the door: neither unlocks nor counts
+                reasons.append(f"track {o.track_id}: outside the door zone (ignored)")
+                refused[o.track_id] = "not at the door"
+                continue
             state = self._tracks.setdefault((door, o.track_id), _TrackState(t))
             state.last_seen = t
             if state.masked != o.masked:
@@ -215,6 +232,7 @@ class AccessPolicy:
                 problem = self.schedule_problem(o.person_id, now)
             if problem is not None:
                 denied.append((o, problem))
+                refused[o.track_id] = problem
                 continue
             if c.once_per_track and state.granted:
                 reasons.append(f"{who}: already let in during this stay (one unlock per track)")
@@ -255,12 +273,12 @@ class AccessPolicy:
             events.append(("access_granted", {"door": door, "track_id": o.track_id, "person_id": o.person_id,
                                               "name": o.name, "masked": o.masked,
                                               "score": round(o.score, 4)}))
-            return PolicyDecision("unlock", door, o.person_id, reasons, events)
+            return PolicyDecision("unlock", door, o.person_id, reasons, events, refused)
         if reported:
-            return PolicyDecision("deny", door, reported[0].person_id, reasons, events)
+            return PolicyDecision("deny", door, reported[0].person_id, reasons, events, refused)
         if fresh_unknown:
-            return PolicyDecision("deny", door, None, reasons, events)
-        return PolicyDecision("none", door, None, reasons, events)
+            return PolicyDecision("deny", door, None, reasons, events, refused)
+        return PolicyDecision("none", door, None, reasons, events, refused)
 
     def _expire(self, t: float, door: str, events: list[Event], reasons: list[str]) -> None:
         if door in self._locked_until and t >= self._locked_until[door]:

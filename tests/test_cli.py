@@ -146,3 +146,17 @@ def test_bench_stream_mode_compares_tracker_on_and_off(tmp_path, astronaut):
     assert off["embeddings"] == off["faces"] >= 25  # tracker off: every face embedded
     assert on["embeddings"] < off["embeddings"] / 2  # the tracker reuses embeddings
     assert on["peak_rss_mib"] > 0 and "tracker speed-up" in proc.stdout
+
+
+@pytest.mark.data
+def test_enroll_refuses_a_duplicate_in_one_line_and_same_as_adds_to_the_match(tmp_path, data_dir):
+    photos = sorted((data_dir / "lfw" / "ColinPowell").glob("*.jpg"))
+    gallery = str(tmp_path / "g.npz")
+    fast = ("--gallery", gallery, "--no-synthetic-masks")
+    first = run_cli("enroll", "Colin Powell", *map(str, photos[:3]), *fast)
+    assert first.returncode == 0, first.stderr
+    person_id = first.stdout.strip().splitlines()[-1].split(" as ")[1].split()[0]
+    proc = run_cli("enroll", "C. Powell", *map(str, photos[3:5]), *fast)
+    assert_one_line_error(proc, f"match 'Colin Powell' ({person_id}")
+    added = run_cli("enroll", "C. Powell", *map(str, photos[3:5]), *fast, "--same-as", person_id)
+    assert added.returncode == 0 and f"as {person_id}" in added.stdout, added.stderr

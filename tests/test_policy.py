@@ -36,7 +36,8 @@ class FakeClock:
 
 
 def alice(track: int = 1, **kw) -> Observation:
-    return Observation(track, "alice", "Alice", True, kw.get("masked", False), kw.get("score", 0.8))
+    return Observation(track, "alice", "Alice", True, kw.get("masked", False), kw.get("score", 0.8),
+                       kw.get("in_zone", True))
 
 
 def bob(track: int = 2) -> Observation:
@@ -397,3 +398,24 @@ def test_property_run_exercised_every_outcome():
     if not STATS:
         pytest.skip("the property test did not run in this session")
     assert STATS["unlock"] > 50 and STATS["deny"] > 50 and STATS["lockout"] > 10, dict(STATS)
+
+
+def test_faces_outside_the_door_zone_neither_count_nor_unlock():
+    policy, clock = make(lockout_after_unknowns=2, lockout_window_seconds=60, lockout_seconds=120)
+    for track in range(10, 20):
+        far = Observation(track, None, in_zone=False)
+        assert kinds(policy.decide([far])) == []
+        clock.advance(1)
+    assert policy.lockout_remaining() == 0
+    far = policy.decide([alice(in_zone=False)])
+    assert "access_granted" not in kinds(far) and far.refused == {1: "not at the door"}
+    assert "access_granted" in kinds(policy.decide([alice(in_zone=True)]))
+
+
+def test_a_restored_lockout_holds_and_never_outlasts_the_configured_length():
+    policy, clock = make(lockout_seconds=120)
+    policy.restore_lockout("door", 10_000)  # a wall clock that jumped at boot cannot stretch it
+    assert policy.lockout_remaining("door") == pytest.approx(120)
+    held = policy.decide([alice()])
+    assert "access_granted" not in kinds(held) and held.refused[1].startswith("lockout active for 120 s")
+    assert policy.clear_lockout("door") and "access_granted" in kinds(policy.decide([alice(track=3)]))

@@ -2,8 +2,12 @@
 
 Every frame goes through the same detector, aligner and embedder as recognition. A frame is used only
 when it holds exactly one face that passes the quality checks and is not a near-duplicate of a frame
-already kept; every dropped frame is reported with its reason. Each kept crop also gets synthetic
-masked variants, so a person who enrolled bare-faced is still recognised behind a mask.
+already kept; every dropped frame is reported with its reason. The kept faces must agree that they are
+one person (a face that matches none of the others is dropped as an outlier; two groups are refused),
+and a new person who matches someone already enrolled is refused with who it matches unless the
+operator says it is that person or explicitly someone else (:mod:`edge_mfr.identity.similarity`). Each
+kept crop also gets synthetic masked variants, so a person who enrolled bare-faced is still recognised
+behind a mask.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 
 from edge_mfr.errors import EnrollmentError, ImageError, InputNotFoundError
 from edge_mfr.identity.gallery import ExtraModel, Gallery, TemplateMeta, source_label, validate_name
+from edge_mfr.identity.similarity import DUPLICATE, SAME_PERSON, agreement_groups, gallery_matches
 from edge_mfr.native_output import native_chatter_to_log
 from edge_mfr.vision.align import align_face, alignment_matrix, transform_points
 from edge_mfr.vision.imageio import is_image_path, read_image
@@ -39,6 +44,8 @@ class EnrollOptions:
     mask_styles: tuple[MaskStyle, ...] = field(default_factory=lambda: tuple(standard_styles()))
     quality: QualityLimits = field(default_factory=QualityLimits)
     crop_kind: str = "auto"  # how stills are detected; "aligned_crop" for dataset crops
+    same_person: float = SAME_PERSON  # kept faces must agree at this group similarity (similarity.py)
+    duplicate: float = DUPLICATE  # a new person matching an enrolled one at this similarity is refused
 
 
 @dataclass
@@ -171,6 +178,32 @@ def select(candidates: list[Candidate], options: EnrollOptions, result: Enrollme
     return kept
 
 
+def check_agreement(kept: list[Candidate], options: EnrollOptions, result: EnrollmentResult) -> list[Candidate]:
+    """Keep the one group of faces that agree; drop lone outliers with a reason, refuse two groups.
+
+    Photos of two people under one name would let both open the door as that name, so an enrollment
+    whose faces split into two groups of two or more is refused naming both groups' sources.
+    """
+    if len(kept) < 2:
+        return kept
+    groups = agreement_groups(np.stack([c.embedding for c in kept]), options.same_person)
+    if len(groups[0]) < 2:
+        raise EnrollmentError(f"the {len(kept)} faces do not agree that they are one person "
+                              f"({', '.join(c.source for c in kept)}); enroll each person separately")
+    if len(groups) > 1 and len(groups[1]) >= 2:
+        def names(group: list[int]) -> str:
+            return ", ".join(kept[i].source for i in group)
+
+        raise EnrollmentError(f"the faces form {sum(len(g) >= 2 for g in groups)} groups that look like "
+                              f"different people: [{names(groups[0])}] and [{names(groups[1])}]; "
+                              "enroll each person separately")
+    main = set(groups[0])
+    for i, cand in enumerate(kept):
+        if i not in main:
+            result.dropped.append((cand.source, "does not look like the same person as the other faces"))
+    return [c for i, c in enumerate(kept) if i in main]
+
+
 def style_name(style: MaskStyle) -> str:
     return f"{style.kind}-{style.texture}-{style.color[0]:02x}{style.color[1]:02x}{style.color[2]:02x}"
 
@@ -216,7 +249,7 @@ def prepare_enrollment(pipeline: FacePipeline, paths: Iterable[Path | str], opti
     if not inputs:
         raise EnrollmentError("nothing to enroll from: no images or video frames given")
     candidates = collect_candidates(pipeline, inputs, options, result, progress)
-    kept = select(candidates, options, result)
+    kept = check_agreement(select(candidates, options, result), options, result)
     if not kept:
         reasons = "; ".join(f"{s}: {w}" for s, w in result.dropped[:5])
         raise EnrollmentError(f"no usable face in {len(inputs)} frame(s) ({reasons})")
@@ -224,28 +257,60 @@ def prepare_enrollment(pipeline: FacePipeline, paths: Iterable[Path | str], opti
     return result
 
 
+def check_not_enrolled(gallery: Gallery, result: EnrollmentResult, target: str | None,
+                       different_from: Iterable[str], threshold: float) -> None:
+    """Refuse faces that match an enrolled person other than ``target``, unless the operator named that
+    person in ``different_from`` (id or name): enrolling someone twice under two names makes both
+    "too close to another person", so the real person could no longer open the door."""
+    confirmed = {d.casefold() for d in different_from}
+    real = np.stack([c.embedding for c in result.kept])
+    for match in gallery_matches(real, [p for p in gallery.people if p.person_id != target], threshold):
+        if match.person_id.casefold() in confirmed or match.name.casefold() in confirmed:
+            continue
+        raise EnrollmentError(
+            f"these faces match {match.name!r} ({match.person_id}, similarity {match.score:.2f}), who is already "
+            f"enrolled: to add them to that person use --same-as {match.person_id} (kiosk: tick 'add to a person "
+            f"already enrolled' with that name); if this is someone else, say so with --different-from "
+            f"{match.person_id} (kiosk: 'Different from')")
+
+
 def enroll(gallery_path: Path, name: str, paths: Iterable[Path | str], pipeline: FacePipeline,
            options: EnrollOptions | None = None, *, add_to_existing: bool = False, allowed: bool = True,
-           keep_crops: bool = False, progress: Callable[[], None] | None = None) -> tuple[str, EnrollmentResult]:
-    """Enroll ``name`` into the gallery file; returns (person_id, result). The file is untouched on error."""
+           keep_crops: bool = False, progress: Callable[[], None] | None = None, same_as: str | None = None,
+           different_from: Iterable[str] = ()) -> tuple[str, EnrollmentResult]:
+    """Enroll ``name`` into the gallery file; returns (person_id, result). The file is untouched on error.
+
+    ``same_as`` (a person id or name) adds the faces to that enrolled person whatever ``name`` says;
+    ``different_from`` lists enrolled people the operator confirms this is not, so a match with them
+    does not refuse the enrollment.
+    """
     name = validate_name(name)
+    options = options or EnrollOptions()
+    different_from = tuple(different_from)
     assert pipeline.embedder is not None
     extras = extra_models(pipeline)
     # Check the gallery (models, integrity, name) before the slow part, so a doomed run fails fast.
     if Path(gallery_path).exists():
         existing = Gallery.load(gallery_path, pipeline.embedder.model_sha256, with_crops=False,
                                 extra_models=[(m.name, m.sha256) for m in extras])
-        if not add_to_existing and any(p.name.casefold() == name.casefold() for p in existing.people):
+        if not add_to_existing and same_as is None and any(p.name.casefold() == name.casefold()
+                                                           for p in existing.people):
             raise EnrollmentError(f"{name!r} is already enrolled; use --add to add images to that person")
+        if same_as is not None:
+            existing.get(same_as)  # a clear "no such person" before the slow part
     result = prepare_enrollment(pipeline, paths, options, progress)
     with Gallery.edit(gallery_path, pipeline.embedder.model_sha256, dim=pipeline.embedder.dim,
                       keep_crops=keep_crops, extra_models=extras) as gallery:
         person = None
-        if add_to_existing:
+        if same_as is not None:
+            person = gallery.get(same_as)
+        elif add_to_existing:
             try:
                 person = gallery.get(name)
             except LookupError:
                 person = None
+        check_not_enrolled(gallery, result, person.person_id if person else None, different_from,
+                           options.duplicate)
         if person is None:
             person = gallery.add_person(name, allowed=allowed)
         gallery.add_templates(person.person_id, result.embeddings, result.metas, crops=result.crops,

@@ -10,7 +10,7 @@ Two layers of authorisation:
 1. **The broker ACL** decides who may publish to ``<prefix>/command/+`` (an operator user per device) and to
    ``<prefix>/ha/lock/<door>/set`` (only the Home Assistant user); see ``deploy/mosquitto/``.
 2. **A signature** for the commands that open a door or change who may open it (``unlock``, ``enroll``,
-   ``remove_person``): HMAC-SHA256 with the shared secret of ``mqtt.command_secret_file`` over::
+   ``remove_person``, ``clear_lockout``): HMAC-SHA256 with the shared secret of ``mqtt.command_secret_file`` over::
 
        edge-mfr-command-v1 \\n <full command topic> \\n <canonical JSON of the payload without "sig">
 
@@ -55,8 +55,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SIGNATURE_CONTEXT = b"edge-mfr-command-v1"
-COMMANDS = ("unlock", "lock", "reload", "enroll", "remove_person")
-SIGNED_COMMANDS = frozenset({"unlock", "enroll", "remove_person"})
+COMMANDS = ("unlock", "lock", "reload", "enroll", "remove_person", "clear_lockout")
+SIGNED_COMMANDS = frozenset({"unlock", "enroll", "remove_person", "clear_lockout"})
 RESULT_NAME = "result"  # <prefix>/command/result carries the answers; the device ignores it as input
 MAX_IMAGES = 20
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -396,12 +396,23 @@ class CommandHandler:
             return {}
         if command == "enroll":
             return self._do_enroll(body)
+        if command == "clear_lockout":
+            return self._clear_lockout(body)
         if command == "remove_person":
             person_id = _text(body, "person_id", max_len=40)
             if self._remove_person is None:
                 raise _Reject("remove_person is not available on this device", failed=True)
             return self._call(self._remove_person, person_id)
         raise _Reject(f"unknown command {command!r}")  # unreachable: _route checked the name
+
+    def _clear_lockout(self, body: dict[str, Any]) -> dict[str, Any]:
+        """End a lockout at ``door`` (every door when absent): a ``lockout_cleared`` journal event, which the
+        frame loop applies within a second (edge_mfr.device.lockouts), as for the CLI and the kiosk."""
+        door = self._door(body, required=False)
+        if self.journal is None:
+            raise _Reject("clear_lockout needs the journal, which this device has not opened", failed=True)
+        self.journal.record("lockout_cleared", door=door, by="mqtt")
+        return {"doors": [door] if door is not None else list(self.doors)}
 
     def _unlock(self, body: dict[str, Any]) -> dict[str, Any]:
         door = self._door(body, required=True)

@@ -116,3 +116,47 @@ def test_full_range_model_finds_both_faces_of_a_group_photo(data_dir):
     detector = BlazeFaceDetector("full")
     image = read_image(data_dir / "face_recognition_examples/multi_face/obama_and_biden.jpg")
     assert len(detector.detect(image)) == 2
+
+
+def _video_frame(data_dir, index: int) -> np.ndarray:
+    capture = cv2.VideoCapture(str(data_dir / "video" / "short_hamilton_clip.mp4"))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+    ok, bgr = capture.read()
+    capture.release()
+    assert ok, f"frame {index} not readable"
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@pytest.mark.data
+def test_two_adjacent_faces_of_frame_230_get_two_boxes(short_detector, data_dir):
+    """Frame 230: the man (face near x=350, y=95) and the woman beside him (near x=415, y=140). The 128-pixel
+    input blends them into one box between them; the closer re-detection must give one box each."""
+    image = _video_frame(data_dir, 230)
+    merged = short_detector.detect(image)
+    faces = detect_faces(short_detector, image, crop_kind="photo")
+    assert len(faces) == 2
+    people = np.array([[350.0, 95.0], [415.0, 140.0]])
+    for face in faces:
+        inside = [(face.box[0] < x < face.box[2]) and (face.box[1] < y < face.box[3]) for x, y in people]
+        assert sum(inside) == 1, f"box {face.box.round()} does not hold exactly one of the two people"
+    # The blended box itself never leaves the detection stage, so it can never be identified as anyone.
+    assert not any(np.allclose(f.box, m.box) for f in faces for m in merged if len(merged) == 1)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize(("photo", "variant", "count"), [
+    ("two_people.jpg", "short", 2), ("kit_with_rose.jpg", "short", 2),
+    ("two_people.jpg", "full", 2), ("kit_with_rose.jpg", "full", 2), ("obama_and_biden.jpg", "full", 2)])
+def test_multi_face_photos_give_the_right_count(data_dir, short_detector, photo, variant, count):
+    """obama_and_biden.jpg's faces are about a tenth of the photo: too small for the short-range model
+    (it finds one), which is what the full-range detector (`blazeface-full`) is for."""
+    detector = short_detector if variant == "short" else BlazeFaceDetector("full")
+    image = read_image(data_dir / "face_recognition_examples/multi_face" / photo)
+    assert len(detect_faces(detector, image)) == count
+
+
+def test_a_single_face_is_left_as_detected(short_detector, astronaut):
+    """The closer look only ever splits; one face found again keeps its original box and keypoints."""
+    plain = short_detector.detect(astronaut)
+    refined = detect_faces(short_detector, astronaut, crop_kind="photo")
+    assert len(refined) == 1 and np.array_equal(refined[0].box, plain[0].box)

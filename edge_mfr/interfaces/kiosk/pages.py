@@ -187,6 +187,9 @@ def people_page(rows: list[dict[str, Any]], csrf: str, max_upload_mb: float, not
         "<p><input type=file name=files id=enroll-files multiple accept='image/*,video/*' required></p>"
         "<p><label><input type=checkbox name=allowed value=1 checked> may open the door</label> "
         "<label><input type=checkbox name=add value=1> add to a person already enrolled</label></p>"
+        "<p><label>Different from <input name=different_from id=enroll-different-from maxlength=200 "
+        "placeholder='id or name'></label> <span class=small>only when the faces match someone enrolled who "
+        "is not this person (the page says who)</span></p>"
         f"<p class=small>Photos with one face each, or a 5-20 s video turning the head slowly; at most "
         f"{max_upload_mb:g} MB in all. Files are checked by decoding them.</p>"
         "<button id=enroll-submit>Enroll</button></form></section>"
@@ -196,7 +199,11 @@ def people_page(rows: list[dict[str, Any]], csrf: str, max_upload_mb: float, not
         "<label><input type=checkbox name=allowed value=1 checked> may open the door</label> "
         "<label><input type=checkbox name=add value=1> add to a person already enrolled</label></p>"
         "<p class=small>The person stands alone in front of the camera and turns the head slowly left and "
-        "right while good frames are collected.</p><button>Start capture</button></form></section>")
+        "right while good frames are collected.</p><button>Start capture</button></form></section>"
+        "<section><h2>Lockout</h2>"
+        f"<form method=post action='/admin/lockout/clear'>{hidden(csrf)}"
+        "<p class=small>After too many unknown faces at the door nobody is let in for a while; end that "
+        "now (journalled).</p><button id=clear-lockout>Clear lockout</button></form></section>")
     return admin_page("People", table + enroll, note)
 
 
