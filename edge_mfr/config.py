@@ -520,6 +520,28 @@ class KioskConfig(Section):
         return value
 
 
+class FleetConfig(Section):
+    enabled: bool = Field(
+        False, description="follow a fleet: apply signed gallery bundles published on the MQTT broker (uses the "
+                           "[mqtt] broker settings; the fleet then owns this door's gallery)")
+    id: TopicPrefix = Field("site", description="fleet name; bundles for another fleet are refused")
+    public_keys: list[ConfigPath] = Field(
+        default_factory=list, description="files with the fleet's public keys (fleet.pub from `edge-mfr fleet "
+                                          "keygen`); only bundles signed by one of them are applied")
+    topic_root: TopicPrefix | None = Field(None, description="root of the fleet topics (default: "
+                                                             "edge-mfr/fleet/<id>)")
+    chunk_kib: int = Field(128, ge=1, le=65536, description="publisher: bundle chunk size in KiB (keep below "
+                                                            "the broker's message size limit)")
+
+    @model_validator(mode="after")
+    def _keys(self) -> FleetConfig:
+        if self.enabled and not self.public_keys:
+            raise ValueError("fleet.enabled needs at least one file in fleet.public_keys")
+        if self.topic_root is None:
+            self.topic_root = f"edge-mfr/fleet/{self.id}"
+        return self
+
+
 class Config(Section):
     """The whole appliance configuration (see deploy/config.example.toml)."""
 
@@ -539,6 +561,7 @@ class Config(Section):
     journal: JournalConfig = Field(default_factory=JournalConfig, description="audit log and MQTT outbox")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker, topics and Home Assistant")
     kiosk: KioskConfig = Field(default_factory=KioskConfig, description="local web view")
+    fleet: FleetConfig = Field(default_factory=FleetConfig, description="gallery shared by many doors over MQTT")
 
     @field_validator("doors")
     @classmethod
@@ -580,6 +603,8 @@ class Config(Section):
             self.mqtt.topic_prefix = f"edge-mfr/{self.device.id}"
         if self.mqtt.client_id is None:
             self.mqtt.client_id = f"edge-mfr-{self.device.id}"
+        if self.fleet.enabled and not self.mqtt.enabled:
+            raise ValueError("fleet.enabled needs [mqtt] enabled = true (bundles arrive over the broker)")
         return self
 
     def door(self, name: str) -> DoorConfig:

@@ -131,6 +131,8 @@ class AccessPolicy:
         self._last_unlock_door: dict[str, float] = {}
         self._last_unlock_person: dict[tuple[str, str], float] = {}
         self._last_deny: dict[tuple[str, str], float] = {}
+        #: Per-person door rules from a fleet bundle (edge_mfr.fleet.bundle.DoorRule); {} = none.
+        self.door_rules: dict[str, Any] = {}
 
     # -- lockout --------------------------------------------------------------------------------
 
@@ -185,6 +187,22 @@ class AccessPolicy:
         allowed = "; ".join(w.describe() for w in windows)
         return f"outside their schedule ({when:%a %H:%M}; allowed {allowed})"
 
+    def door_rule_problem(self, person_id: str, door: str, when: datetime) -> str | None:
+        """Why a fleet rule keeps ``person_id`` out of ``door`` now (None: no rule, or it admits)."""
+        rule = self.door_rules.get(person_id)
+        if rule is None:
+            return None
+        if rule.doors is not None and door not in rule.doors:
+            return f"not allowed at door {door!r} (fleet rule: {', '.join(rule.doors) or 'no door'})"
+        raw = rule.schedules.get(door, rule.schedules.get("*"))
+        if not raw:
+            return None
+        windows = [ScheduleWindow.model_validate(w) for w in raw]
+        if any(w.contains(when) for w in windows):
+            return None
+        allowed = "; ".join(w.describe() for w in windows)
+        return f"outside their fleet schedule at {door!r} ({when:%a %H:%M}; allowed {allowed})"
+
     def decide(self, tracks: Iterable[Observation], door: str = "door") -> PolicyDecision:
         c = self.config
         t = self.clock.monotonic()
@@ -229,7 +247,7 @@ class AccessPolicy:
             elif not o.allowed:
                 problem = "not allowed"
             else:
-                problem = self.schedule_problem(o.person_id, now)
+                problem = self.schedule_problem(o.person_id, now) or self.door_rule_problem(o.person_id, door, now)
             if problem is not None:
                 denied.append((o, problem))
                 refused[o.track_id] = problem

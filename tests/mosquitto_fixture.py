@@ -31,6 +31,9 @@ USERS = {  # user name -> password
     f"cmd-{DEVICE_ID}": "operator-secret-pw",
     "homeassistant": "ha-secret-pw",
     "monitor": "monitor-secret-pw",
+    "fleet-admin": "fleet-admin-pw",
+    f"{DEVICE_ID}-b": "device-b-pw",
+    f"{DEVICE_ID}-c": "device-c-pw",
 }
 START_TIMEOUT = 10.0
 

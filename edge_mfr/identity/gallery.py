@@ -613,6 +613,23 @@ class Gallery:
         self._touch()
         return person
 
+    def put_person(self, person: Person) -> Person:
+        """Insert or replace a person exactly as given, keeping their id (fleet bundles carry ids across doors).
+
+        The person comes from a gallery loaded with the same embedding model check; crops are dropped
+        unless this gallery keeps crops. A retired id becomes live again: the fleet publisher decides ids.
+        """
+        if not self._model_checked:
+            raise GalleryError("this gallery was loaded without checking the embedding model")
+        if not isinstance(person, Person) or not _PERSON_ID_RE.match(person.person_id):
+            raise GalleryError(f"not a valid person: {person!r}")
+        x = _readonly(check_embeddings(person.embeddings, self.dim))
+        crops = person.crops if self.keep_crops and len(person.crops) == len(x) else (None,) * len(x)
+        self._people[person.person_id] = replace(person, embeddings=x, crops=tuple(crops))
+        self._retired.discard(person.person_id)
+        self._touch()
+        return self._people[person.person_id]
+
     def replace_embeddings(
         self, model_sha256: str, new: Mapping[str, np.ndarray], dim: int | None = None,
         extra_models: Sequence[ExtraModel] = (), extra_new: Mapping[str, Mapping[str, np.ndarray]] | None = None,

@@ -111,6 +111,21 @@ def _describe_failure(exc: BaseException, s: MqttSettings) -> MqttError:
     return MqttError(f"{where}: {getattr(exc, 'strerror', None) or exc}")
 
 
+def ssl_context(s: MqttSettings) -> ssl.SSLContext:
+    """The TLS context for the broker: its CA (or the system CAs) and, for mutual TLS, our certificate."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=str(s.tls_ca) if s.tls_ca else None)
+        if s.tls_cert is not None:
+            ctx.load_cert_chain(str(s.tls_cert), str(s.tls_key) if s.tls_key else None)
+    except FileNotFoundError as exc:
+        raise MqttTlsError(f"MQTT TLS: {exc.filename or s.tls_ca}: no such file") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise MqttTlsError(f"MQTT TLS: cannot load the CA/certificate/key ({s.tls_ca}, {s.tls_cert}, "
+                           f"{s.tls_key}): {getattr(exc, 'reason', None) or exc}") from None
+    return ctx
+
+
 def _paho_client_class() -> type:
     import paho.mqtt.client as paho
 
@@ -166,18 +181,7 @@ class MqttClient:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def _ssl_context(self) -> ssl.SSLContext:
-        s = self.settings
-        try:
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                             cafile=str(s.tls_ca) if s.tls_ca else None)
-            if s.tls_cert is not None:
-                ctx.load_cert_chain(str(s.tls_cert), str(s.tls_key) if s.tls_key else None)
-        except FileNotFoundError as exc:
-            raise MqttTlsError(f"MQTT TLS: {exc.filename or s.tls_ca}: no such file") from None
-        except (ssl.SSLError, OSError) as exc:
-            raise MqttTlsError(f"MQTT TLS: cannot load the CA/certificate/key ({s.tls_ca}, {s.tls_cert}, "
-                               f"{s.tls_key}): {getattr(exc, 'reason', None) or exc}") from None
-        return ctx
+        return ssl_context(self.settings)
 
     def _build(self) -> Any:
         import paho.mqtt.client as paho

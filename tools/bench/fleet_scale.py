@@ -1,0 +1,156 @@
+"""Fleet scale benchmark: publish a bundle of N synthetic people and apply it on a door, over a real broker.
+
+    python tools/bench/fleet_scale.py --people 10000 [--templates 4] [--dim 512] [--json OUT]
+
+Starts a private mosquitto on a free loopback port (Debian's package), makes a gallery of N people with
+random unit templates, signs and publishes it as a full bundle, and measures on the door's side: bundle
+size, chunks, time from publish start to applied gallery, time to apply a one-person revoke (delta), and
+the follower process's peak RSS growth. Then it reloads the applied gallery the way the door loop does
+(``Identifier`` needs models; here the gallery read alone) while a stand-in frame loop keeps ticking, and
+reports the longest gap between its ticks. Report, not a test: nothing is asserted about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from edge_mfr.device.mqtt import MqttSettings  # noqa: E402
+from edge_mfr.fleet import keys, link  # noqa: E402
+from edge_mfr.fleet.follower import Follower  # noqa: E402
+from edge_mfr.fleet.publisher import publish  # noqa: E402
+from edge_mfr.identity.gallery import Gallery, TemplateMeta  # noqa: E402
+
+MODEL = "ab" * 32
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _make_gallery(path: Path, n: int, templates: int, dim: int) -> None:
+    rng = np.random.default_rng(0)
+    g = Gallery.create(MODEL, dim=dim)
+    meta = [TemplateMeta(f"p-{i}.jpg", 1.0) for i in range(templates)]
+    for i in range(n):
+        p = g.add_person(f"Person {i:05d}")
+        x = rng.normal(size=(templates, dim)).astype(np.float32)
+        g.add_templates(p.person_id, x / np.linalg.norm(x, axis=1, keepdims=True), meta)
+    g.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--people", type=int, default=10000)
+    ap.add_argument("--templates", type=int, default=4, help="templates per person")
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--chunk-kib", type=int, default=128)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        port = _free_port()
+        conf = tmp / "mosquitto.conf"
+        root_user = "user root\n" if os.geteuid() == 0 else ""  # as root, mosquitto would switch users
+        conf.write_text(f"{root_user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            settings = MqttSettings(device_id="bench", host="127.0.0.1", port=port)
+            priv, pub = keys.keygen(tmp / "keys")
+            admin = tmp / "admin.npz"
+            t0 = time.perf_counter()
+            _make_gallery(admin, args.people, args.templates, args.dim)
+            make_s = time.perf_counter() - t0
+            events: list[tuple[str, dict]] = []
+            door = tmp / "door" / "gallery.npz"
+            rss0 = _rss_mib()
+            follower = Follower(fleet="site", root="edge-mfr/fleet/site", trusted=keys.load_trusted([pub]),
+                                gallery_path=door, models=lambda: {"embedder": MODEL},
+                                record=lambda k, **p: events.append((k, p)),
+                                client_factory=link.client_factory(settings, "door"), host="127.0.0.1", port=port)
+            follower.start()
+            common = dict(gallery_path=admin, private_key_path=priv, fleet="site", root="edge-mfr/fleet/site",
+                          state_path=tmp / "published.json", client_factory=link.client_factory(settings, "admin"),
+                          host="127.0.0.1", port=port, chunk_bytes=args.chunk_kib * 1024, progress=lambda s: None)
+            t0 = time.perf_counter()
+            full = publish(**common)
+            while follower.state.version < full["version"]:
+                time.sleep(0.01)
+            full_s = time.perf_counter() - t0
+            rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+            # The door loop's side: reading the applied gallery on a helper thread while frames go on.
+            gaps: list[float] = []
+            stop = threading.Event()
+
+            def frame_loop() -> None:
+                last = time.perf_counter()
+                while not stop.is_set():
+                    time.sleep(1 / 15)
+                    now = time.perf_counter()
+                    gaps.append(now - last)
+                    last = now
+
+            loop = threading.Thread(target=frame_loop)
+            loop.start()
+            t0 = time.perf_counter()
+            g = Gallery.load(door, MODEL, with_crops=False)
+            read_s = time.perf_counter() - t0
+            stop.set()
+            loop.join()
+
+            with Gallery.edit(admin, MODEL) as ga:
+                ga.remove(ga.people[0].person_id)
+            t0 = time.perf_counter()
+            delta = publish(**common)
+            while follower.state.version < delta["version"]:
+                time.sleep(0.005)
+            revoke_s = time.perf_counter() - t0
+            follower.stop()
+        finally:
+            broker.terminate()
+            broker.wait(10)
+    report = {
+        "people": args.people, "templates_per_person": args.templates, "dim": args.dim,
+        "bundle_bytes": full["bytes"], "chunks": full["chunks"], "make_gallery_s": round(make_s, 2),
+        "publish_to_applied_s": round(full_s, 2), "door_gallery_read_s": round(read_s, 2),
+        "frame_loop_longest_gap_ms": round(1000 * max(gaps, default=0.0), 1), "frames_during_read": len(gaps),
+        "revoke_delta_bytes": delta["bytes"], "revoke_publish_to_applied_s": round(revoke_s, 3),
+        "process_rss_before_mib": round(rss0, 1), "process_peak_rss_mib": round(rss_peak, 1),
+        "people_applied": len(g), "refusals": [p for k, p in events if k == "fleet_refused"],
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
