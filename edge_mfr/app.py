@@ -164,6 +164,10 @@ def default_interfaces(config: Any) -> list[Subscriber]:
         from edge_mfr.interfaces.mqtt_link import attach_mqtt
 
         found.append(attach_mqtt)
+    if config.fleet.enabled:  # after MQTT: it reports the gallery version in MQTT's retained state
+        from edge_mfr.interfaces.fleet.attach import attach_fleet
+
+        found.append(attach_fleet)
     if config.kiosk.enabled:
         from edge_mfr.interfaces.kiosk.server import attach_kiosk
 
@@ -250,6 +254,7 @@ class Appliance:
         self.tracker: Any = None
         self.policy: Any = None
         self.liveness: Any = None  # the LivenessGate when the door's liveness is "blink"
+        self.fleet: Any = None  # the fleet Follower when fleet.enabled
         self.mqtt: Any = None  # the MqttClient when mqtt.enabled (kept after stop: its stats stay readable)
         self.kiosk: Any = None  # the web view when kiosk.enabled (None when its port was taken)
         self._given_source = source
@@ -802,6 +807,12 @@ class Appliance:
                 kiosk.close()
             except Exception:
                 log.exception("closing the kiosk failed")
+        fleet, self.fleet = self.fleet, None
+        if fleet is not None:
+            try:
+                fleet.stop()
+            except Exception:
+                log.exception("stopping the fleet follower failed")
         if self.mqtt is not None:  # after the relock (its LOCKED state goes out), before the journal closes
             try:
                 self.mqtt.stop()  # publishes offline; unsent events stay in the outbox for the next start

@@ -22,6 +22,7 @@ from edge_mfr.cli_eval import cmd_eval, cmd_eval_liveness
 from edge_mfr.cli_eval import selected_embedders as _embedders
 from edge_mfr.errors import EdgeMfrError, ImageError, InputNotFoundError
 from edge_mfr.identity.seen import SeenTally
+from edge_mfr.interfaces.fleet import commands as fleet_commands
 from edge_mfr.native_output import native_chatter_to_log
 from edge_mfr.paths import default_gallery
 from edge_mfr.progress import Progress
@@ -544,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-timeout", type=float, default=5.0, help="seconds to wait for a camera frame")
     _config_option(p)
     p.set_defaults(func=cmd_doctor)
+
+    fleet_commands.add_parser(sub)
 
     p = sub.add_parser("bench", help="per-stage latency, fps, memory and load time on this machine")
     p.add_argument("--detector", default="blazeface", choices=["blazeface", "blazeface-full", "mtcnn"])

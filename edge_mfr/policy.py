@@ -131,7 +131,7 @@ class AccessPolicy:
         self._last_unlock_door: dict[str, float] = {}
         self._last_unlock_person: dict[tuple[str, str], float] = {}
         self._last_deny: dict[tuple[str, str], float] = {}
-        #: Per-person door rules from a fleet bundle (edge_mfr.fleet.bundle.DoorRule); {} = none.
+        #: Per-person door rules from a fleet bundle (edge_mfr.interfaces.fleet.bundle.DoorRule); {} = none.
         self.door_rules: dict[str, Any] = {}
 
     # -- lockout --------------------------------------------------------------------------------

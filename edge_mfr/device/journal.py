@@ -46,7 +46,8 @@ KNOWN_KINDS = frozenset({
     "door_held_open", "exit_button", "gallery_reloaded", "gallery_error", "source_lost", "source_restored",
     "started", "stopped", "kiosk_error", "admin_login", "login_failed", "command_rejected", "command",
     "command_failed",
-    "suppressed", "warning", "liveness_refused",
+    "suppressed", "warning", "liveness_refused", "fleet_applied", "fleet_refused",
+    "fault", "lockout_cleared", "lockout_restored",
 })
 
 _SCHEMA = """

@@ -624,8 +624,15 @@ class Gallery:
         if not isinstance(person, Person) or not _PERSON_ID_RE.match(person.person_id):
             raise GalleryError(f"not a valid person: {person!r}")
         x = _readonly(check_embeddings(person.embeddings, self.dim))
+        if len(person.extra) != len(self.extra_models):
+            raise GalleryError(f"{person.person_id}: templates of {len(person.extra)} extra embedders, this gallery "
+                               f"has {len(self.extra_models)}")
+        extra = tuple(_readonly(check_embeddings(e, m.dim)) for e, m in zip(person.extra, self.extra_models,
+                                                                           strict=True))
+        if any(len(e) != len(x) for e in extra):
+            raise GalleryError(f"{person.person_id}: extra embedders' templates do not match row for row")
         crops = person.crops if self.keep_crops and len(person.crops) == len(x) else (None,) * len(x)
-        self._people[person.person_id] = replace(person, embeddings=x, crops=tuple(crops))
+        self._people[person.person_id] = replace(person, embeddings=x, crops=tuple(crops), extra=extra)
         self._retired.discard(person.person_id)
         self._touch()
         return self._people[person.person_id]

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_mfr.fleet import keys
 from edge_mfr.identity.gallery import Gallery, TemplateMeta
+from edge_mfr.interfaces.fleet import keys
 
 MODEL = "ab" * 32
 DIM = 16

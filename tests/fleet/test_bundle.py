@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from edge_mfr.errors import ConfigError
-from edge_mfr.fleet import bundle, keys, payload, transport
-from edge_mfr.fleet.bundle import BundleError, BundleHeader, DoorRule
-from edge_mfr.fleet.follower import FleetState, apply_bundle, load_rules
 from edge_mfr.identity.gallery import Gallery
+from edge_mfr.interfaces.fleet import bundle, keys, payload, transport
+from edge_mfr.interfaces.fleet.bundle import BundleError, BundleHeader, DoorRule
+from edge_mfr.interfaces.fleet.follower import FleetState, apply_bundle, load_rules
 
 from .conftest import MODEL, make_gallery
 
-MODELS = {"embedder": MODEL}
+MODELS = {"primary": MODEL}
 
 
 def _header(data: bytes, version: int = 1, kind: str = "full", base: int | None = None, people=(), revoked=(),
@@ -117,7 +117,7 @@ def test_apply_full_then_delta_then_refusals(tmp_path: Path, keypair) -> None:
         apply_bundle(h2._replace(version=3) if hasattr(h2, "_replace") else
                      BundleHeader(**{**h2.__dict__, "version": 3}), d2, door, MODELS, state)
     with pytest.raises(BundleError, match="embedder models"):
-        apply_bundle(BundleHeader(**{**h.__dict__, "version": 5, "models": {"embedder": "cd" * 32}}), d, door,
+        apply_bundle(BundleHeader(**{**h.__dict__, "version": 5, "models": {"primary": "cd" * 32}}), d, door,
                      MODELS, state)
     with pytest.raises(BundleError, match="fleet"):
         apply_bundle(BundleHeader(**{**h.__dict__, "version": 5, "fleet": "other"}), d, door, MODELS, state)

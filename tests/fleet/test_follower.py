@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge_mfr.device.mqtt import MqttSettings
-from edge_mfr.fleet import keys, link, transport
-from edge_mfr.fleet.follower import Follower
-from edge_mfr.fleet.publisher import publish
 from edge_mfr.identity.gallery import Gallery
+from edge_mfr.interfaces.fleet import keys, link, transport
+from edge_mfr.interfaces.fleet.follower import Follower
+from edge_mfr.interfaces.fleet.publisher import publish
+from edge_mfr.interfaces.mqtt import MqttSettings
 from tests.mosquitto_fixture import DEVICE_ID, USERS, Recorder, broker, certs, wait_until  # noqa: F401
 
 from .conftest import MODEL, make_gallery
@@ -29,7 +29,7 @@ class Door:
         self.events: list[tuple[str, dict]] = []
         self.gallery = tmp / user / "gallery.npz"
         self.f = Follower(fleet="site", root=ROOT, trusted=keys.load_trusted([pub]), gallery_path=self.gallery,
-                          models=lambda: {"embedder": MODEL}, record=lambda k, **p: self.events.append((k, p)),
+                          models=lambda: {"primary": MODEL}, record=lambda k, **p: self.events.append((k, p)),
                           client_factory=_factory(b, user), host=b.host, port=b.port)
 
     def people(self) -> list[str]:

@@ -30,11 +30,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from edge_mfr.device.mqtt import MqttSettings  # noqa: E402
-from edge_mfr.fleet import keys, link  # noqa: E402
-from edge_mfr.fleet.follower import Follower  # noqa: E402
-from edge_mfr.fleet.publisher import publish  # noqa: E402
 from edge_mfr.identity.gallery import Gallery, TemplateMeta  # noqa: E402
+from edge_mfr.interfaces.fleet import keys, link  # noqa: E402
+from edge_mfr.interfaces.fleet.follower import Follower  # noqa: E402
+from edge_mfr.interfaces.fleet.publisher import publish  # noqa: E402
+from edge_mfr.interfaces.mqtt import MqttSettings  # noqa: E402
 
 MODEL = "ab" * 32
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             door = tmp / "door" / "gallery.npz"
             rss0 = _rss_mib()
             follower = Follower(fleet="site", root="edge-mfr/fleet/site", trusted=keys.load_trusted([pub]),
-                                gallery_path=door, models=lambda: {"embedder": MODEL},
+                                gallery_path=door, models=lambda: {"primary": MODEL},
                                 record=lambda k, **p: events.append((k, p)),
                                 client_factory=link.client_factory(settings, "door"), host="127.0.0.1", port=port)
             follower.start()

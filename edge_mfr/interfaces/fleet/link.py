@@ -14,7 +14,7 @@ def client_factory(settings: Any, suffix: str) -> Callable[[], Any]:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from edge_mfr.device.mqtt import ssl_context
+        from edge_mfr.interfaces.mqtt import ssl_context
 
         v5 = settings.protocol == "5"
         kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2,

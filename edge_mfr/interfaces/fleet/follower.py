@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from edge_mfr.errors import EdgeMfrError
-from edge_mfr.fleet import bundle as bundle_mod
-from edge_mfr.fleet import payload as payload_mod
-from edge_mfr.fleet import transport
-from edge_mfr.fleet.bundle import BundleError, BundleHeader, DoorRule
 from edge_mfr.identity.gallery import Gallery
+from edge_mfr.interfaces.fleet import bundle as bundle_mod
+from edge_mfr.interfaces.fleet import payload as payload_mod
+from edge_mfr.interfaces.fleet import transport
+from edge_mfr.interfaces.fleet.bundle import BundleError, BundleHeader, DoorRule
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,12 @@ def apply_bundle(header: BundleHeader, data: bytes, gallery_path: Path, models: 
     if sorted(p.person_id for p in incoming.people) != sorted(header.people):
         raise BundleError(f"bundle v{header.version}: payload people differ from the signed list")
     rules = load_rules(gallery_path) if header.kind == "delta" else {}
-    with Gallery.edit(gallery_path, models["embedder"], dim=incoming.dim) as gallery:
+    if gallery_path.exists() and payload_mod.gallery_models(Gallery.load(gallery_path, with_crops=False)) != models:
+        if header.kind == "delta":
+            raise BundleError(f"delta v{header.version} cannot apply to a gallery of other embedders")
+        gallery_path.unlink()  # made with other embedders (unusable here): the fleet's full gallery replaces it
+    with Gallery.edit(gallery_path, incoming.model_sha256, dim=incoming.dim,
+                      extra_models=incoming.extra_models) as gallery:
         if header.kind == "full":
             keep = set(header.people)
             for person in gallery.people:

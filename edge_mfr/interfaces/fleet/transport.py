@@ -9,7 +9,7 @@ Topics under the fleet root (``edge-mfr/fleet/<fleet id>`` by default)::
 Retained messages are what lets a door that was offline catch up: on (re)connect the broker hands it the
 latest full bundle and every delta after it. The publisher clears the topics of bundles a newer full bundle
 has made unnecessary. Nothing here is trusted: the index only says how to reassemble; the signature inside
-the bundle decides (see :mod:`edge_mfr.fleet.bundle`).
+the bundle decides (see :mod:`edge_mfr.interfaces.fleet.bundle`).
 """
 
 from __future__ import annotations

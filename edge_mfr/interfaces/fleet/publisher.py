@@ -23,12 +23,12 @@ from typing import Any
 
 from edge_mfr.config import Window
 from edge_mfr.errors import ConfigError, EdgeMfrError
-from edge_mfr.fleet import bundle as bundle_mod
-from edge_mfr.fleet import keys as keys_mod
-from edge_mfr.fleet import payload as payload_mod
-from edge_mfr.fleet import transport
-from edge_mfr.fleet.bundle import BundleError, BundleHeader, DoorRule
 from edge_mfr.identity.gallery import Gallery
+from edge_mfr.interfaces.fleet import bundle as bundle_mod
+from edge_mfr.interfaces.fleet import keys as keys_mod
+from edge_mfr.interfaces.fleet import payload as payload_mod
+from edge_mfr.interfaces.fleet import transport
+from edge_mfr.interfaces.fleet.bundle import BundleError, BundleHeader, DoorRule
 
 log = logging.getLogger(__name__)
 

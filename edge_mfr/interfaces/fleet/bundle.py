@@ -7,7 +7,7 @@ A bundle is one byte string::
 The signature covers everything before it, so neither the header (fleet, version, rules) nor the payload
 (a gallery file without face crops) can be changed, truncated or swapped without the check failing. A
 device accepts a bundle only when it was signed by one of the fleet keys in its config, names the device's
-fleet, and moves its gallery version forward (see :mod:`edge_mfr.fleet.follower`).
+fleet, and moves its gallery version forward (see :mod:`edge_mfr.interfaces.fleet.follower`).
 
 ``kind = "full"`` carries everyone; ``kind = "delta"`` carries only added or changed people plus the ids
 to revoke, and applies only on top of exactly ``base_version``. Why both: a revoke must reach every door in

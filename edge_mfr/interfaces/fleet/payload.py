@@ -18,8 +18,13 @@ from edge_mfr.identity.gallery import Gallery, GalleryModelMismatch, Person
 
 
 def gallery_models(gallery: Gallery) -> dict[str, str]:
-    """Embedder name -> model sha256 the gallery's templates were made with."""
-    return {"embedder": gallery.model_sha256}
+    """Embedder -> model sha256 the gallery's templates were made with ("primary", then extras by file name)."""
+    return {"primary": gallery.model_sha256, **{m.name: m.sha256 for m in gallery.extra_models}}
+
+
+def pipeline_models(embedder_ids: list[tuple[str, str]]) -> dict[str, str]:
+    """The same mapping for a door's loaded embedders (FacePipeline.embedder_ids, primary first)."""
+    return {"primary": embedder_ids[0][1], **dict(embedder_ids[1:])}
 
 
 def person_fingerprint(person: Person) -> str:
@@ -28,12 +33,14 @@ def person_fingerprint(person: Person) -> str:
     meta = [(t.source, t.synthetic, t.masked, t.mask_style) for t in person.templates]
     h.update(json.dumps([person.person_id, person.name, person.allowed, meta]).encode())
     h.update(person.embeddings.tobytes())
+    for extra in person.extra:
+        h.update(extra.tobytes())
     return h.hexdigest()
 
 
 def to_bytes(source: Gallery, people: Iterable[Person]) -> bytes:
     """A crop-free gallery file holding exactly ``people`` (with their ids), as bytes."""
-    out = Gallery.create(source.model_sha256, dim=source.dim, keep_crops=False)
+    out = Gallery.create(source.model_sha256, dim=source.dim, keep_crops=False, extra_models=source.extra_models)
     for person in people:
         out.put_person(person)
     with tempfile.TemporaryDirectory(prefix="edge-mfr-bundle-") as tmp:
