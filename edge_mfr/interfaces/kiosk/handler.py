@@ -152,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/admin/login": self._login, "/admin/logout": self._logout, "/admin/enroll": self._enroll,
             "/admin/capture": self._capture, "/admin/people/rename": self._person,
             "/admin/people/remove": self._person, "/admin/people/allow": self._person,
-            "/admin/people/deny": self._person,
+            "/admin/people/deny": self._person, "/admin/lockout/clear": self._clear_lockout,
         })
 
     def _dispatch(self, routes: dict[str, Callable[[], None]]) -> None:
@@ -303,6 +303,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._people_page(pages.message(done, ok=True))
 
+    def _clear_lockout(self) -> None:
+        form = self._form()
+        self._check_csrf(form)
+        try:
+            done = self.kiosk.clear_lockout()
+        except EdgeMfrError as exc:
+            self._people_page(pages.message(str(exc)), getattr(exc, "status", HTTPStatus.BAD_REQUEST))
+            return
+        self._people_page(pages.message(done, ok=True))
+
     def _enroll(self) -> None:
         """The upload is spooled to a temp file (1 MiB at a time) and parsed from an mmap of it: an upload
         of max_upload_mb costs disk, not memory."""
@@ -329,7 +339,8 @@ class _Handler(BaseHTTPRequestHandler):
         files = [p for p in parts if p.filename is not None]
         try:
             name, person_id, result = self.kiosk.enroll_uploads(fields.get("name", ""), files,
-                                                                "allowed" in fields, "add" in fields)
+                                                                "allowed" in fields, "add" in fields,
+                                                                fields.get("different_from", ""))
         except EdgeMfrError as exc:
             status = getattr(exc, "status", HTTPStatus.BAD_REQUEST)
             self._people_page(pages.message(f"not enrolled: {exc}"), status)

@@ -22,7 +22,9 @@ EVENT_TEXT = {"access_granted": "granted", "access_denied": "denied", "unknown_f
 
 
 def track_label(view: Any) -> Any:
-    """The same label style as `recognize --annotate`: green name and score, red unknown, amber undecided."""
+    """The same label style as `recognize --annotate`: green name and score, red unknown, amber undecided;
+    a recognised person the door refuses (lockout, not allowed, schedule) is red with the reason, and one
+    outside the door zone amber: green only when the door would let them in."""
     from edge_mfr.vision.draw import AMBER, GREEN, RED, Label
 
     mask = " (mask)" if view.masked else ""
@@ -30,7 +32,13 @@ def track_label(view: Any) -> Any:
         return Label(f"checking{mask}", AMBER)
     if view.decided == "unknown":
         return Label(f"unknown{mask}", RED)
-    return Label(f"{view.name or view.decided} {view.score:.2f}{mask}", GREEN)
+    who = f"{view.name or view.decided} {view.score:.2f}{mask}"
+    refused = getattr(view, "refused", None)
+    if refused == "not at the door" or not getattr(view, "in_zone", True):
+        return Label(f"{who}: not at the door", AMBER)  # recognised, but the door does not act on it
+    if refused:
+        return Label(f"{who}: refused, {refused}", RED)  # the same verdict as the door: never green
+    return Label(who, GREEN)
 
 
 def annotate_report(image: np.ndarray, tracks: list[Any], max_width: int | None = None) -> np.ndarray:

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,11 @@ class Kiosk:
                                   "choose another name")
         return name
 
-    def enroll_files(self, name: str, paths: list[Path], allowed: bool, add: bool) -> tuple[str, Any]:
-        """Enroll through the CLI's code on a private pipeline; one enrollment at a time."""
+    def enroll_files(self, name: str, paths: list[Path], allowed: bool, add: bool,
+                     different_from: tuple[str, ...] = ()) -> tuple[str, Any]:
+        """Enroll through the CLI's code on a private pipeline; one enrollment at a time. "add to a person
+        already enrolled" is the CLI's ``--same-as`` with that name (checked by :meth:`_check_name`), and
+        "Different from" its ``--different-from``."""
         from edge_mfr.identity.enroll import EnrollOptions, enroll
         from edge_mfr.vision.pipeline import FacePipeline
 
@@ -262,12 +266,15 @@ class Kiosk:
             pipeline = FacePipeline(detector=cfg.models.detector, num_threads=cfg.models.threads,
                                     models_dir=self.app.models_dir, embedders=cfg.recognition.embedders)
             return enroll(self.gallery_path, name, paths, pipeline, EnrollOptions(), add_to_existing=add,
-                          allowed=allowed)
+                          allowed=allowed, same_as=name if add else None, different_from=different_from)
         finally:
             self._enroll_lock.release()
 
-    def enroll_uploads(self, name: str, files: list[Part], allowed: bool, add: bool) -> tuple[str, str, Any]:
-        """(name, person_id, EnrollmentResult); every file is decoded before anything is stored."""
+    def enroll_uploads(self, name: str, files: list[Part], allowed: bool, add: bool,
+                       different_from: str = "") -> tuple[str, str, Any]:
+        """(name, person_id, EnrollmentResult); every file is decoded before anything is stored. The CLI's
+        rule: the good files are enrolled and the bad ones reported; refused only when none is usable.
+        ``different_from`` is a comma-separated list of ids or names."""
         name = self._check_name(name, add)
         files = [f for f in files if f.filename or f.data]
         if not files:
@@ -275,9 +282,27 @@ class Kiosk:
         if len(files) > MAX_FILES:
             raise UploadError(f"{len(files)} files: at most {MAX_FILES} per enrollment")
         with tempfile.TemporaryDirectory(prefix="edge-mfr-upload-") as tmp:
-            paths = [store_upload(Path(tmp), i + 1, f.filename or "", f.data) for i, f in enumerate(files)]
-            person_id, result = self.enroll_files(name, paths, allowed, add)
+            paths, bad = [], []
+            for i, f in enumerate(files):
+                try:
+                    paths.append(store_upload(Path(tmp), i + 1, f.filename or "", f.data))
+                except UploadError as exc:
+                    bad.append((f.filename or f"file {i + 1}", str(exc).split(": ", 1)[-1]))
+            if not paths:
+                raise UploadError("; ".join(f"{src}: {why}" for src, why in bad))
+            others = tuple(p.strip() for p in different_from.split(",") if p.strip())
+            person_id, result = self.enroll_files(name, paths, allowed, add, others)
+        result.dropped[:0] = bad
         return name, person_id, result
+
+    def clear_lockout(self) -> str:
+        """An operator ends the lockout: a journal event the frame loop applies within a second (as for
+        `edge-mfr lockout clear` and MQTT), so the HTTP thread never touches the policy."""
+        journal = getattr(self.app, "journal", None)
+        if journal is None:
+            raise UploadError("the journal is not open; the lockout cannot be cleared", HTTPStatus.CONFLICT)
+        journal.record("lockout_cleared", door=None, by="kiosk")
+        return "lockout cleared: the door accepts faces again within a second"
 
     def start_capture(self, name: str, allowed: bool, add: bool) -> CaptureJob:
         name = self._check_name(name, add)
@@ -295,6 +320,7 @@ class Kiosk:
         min_px = self.app.config.recognition.min_face_px
         frames: list[np.ndarray] = []
         seq = -1
+        tracked: int | None = None  # the one track every kept frame must show: a scene change is someone else
         deadline = time.monotonic() + CAPTURE_TIMEOUT_S
         try:
             while len(frames) < CAPTURE_FRAMES and time.monotonic() < deadline and not self.closing.is_set():
@@ -303,7 +329,8 @@ class Kiosk:
                 if report is None or getattr(report, "image", None) is None:
                     continue
                 faces = [t for t in report.tracks if t.box[2] - t.box[0] >= min_px]
-                if len(faces) == 1 and len(report.tracks) == 1:
+                if len(faces) == 1 and len(report.tracks) == 1 and tracked in (None, faces[0].track_id):
+                    tracked = faces[0].track_id
                     frames.append(report.image.copy())
                     job.captured = len(frames)
                     job.message = f"captured {len(frames)} of {CAPTURE_FRAMES} frames: keep turning slowly"
