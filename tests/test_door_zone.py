@@ -121,7 +121,7 @@ def test_a_lockout_survives_a_restart_and_the_cli_clears_it(tmp_path, clip, lock
 
 
 def test_a_signed_mqtt_command_clears_a_lockout_and_an_unsigned_one_does_not(tmp_path, clip, locked_state):
-    from edge_mfr.device.mqtt_commands import CommandHandler, sign_command
+    from edge_mfr.interfaces.mqtt_commands import CommandHandler, sign_command
 
     secret = b"door-zone-test-secret-0123456789"
     topic = "edge-mfr/test/command/clear_lockout"
@@ -141,7 +141,7 @@ def test_a_bad_door_zone_is_one_clear_config_error(tmp_path, clip):
 
 
 def test_the_kiosk_clears_a_lockout(tmp_path, clip, locked_state):
-    from edge_mfr.device.kiosk import Kiosk
+    from edge_mfr.interfaces.kiosk.server import Kiosk
 
     with _restarted(tmp_path, clip, locked_state) as (app, config, _):
         assert "lockout cleared" in Kiosk(app, config.kiosk).clear_lockout()

@@ -8,15 +8,17 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from edge_mfr.device.kiosk import Kiosk, Part, UploadError, track_label
-from tests.test_kiosk import kiosk_config
 
 from edge_mfr.app import FrameReport, TrackView
-from edge_mfr.device import kiosk as kiosk_module
 from edge_mfr.errors import EnrollmentError
 from edge_mfr.identity.gallery import Gallery
+from edge_mfr.interfaces.kiosk import server as kiosk_module
+from edge_mfr.interfaces.kiosk.live import track_label
+from edge_mfr.interfaces.kiosk.server import Kiosk
+from edge_mfr.interfaces.kiosk.uploads import Part, UploadError
 from edge_mfr.vision.draw import AMBER, GREEN, RED
 from edge_mfr.vision.imageio import read_image
+from tests.interfaces.kiosk.test_kiosk import kiosk_config
 
 
 def _view(**kw) -> TrackView:
