@@ -185,6 +185,11 @@ def discovery_configs(settings: MqttSettings, doors: Iterable[DoorInfo],
                           "state_class": "measurement", "entity_category": "diagnostic"})
     add("sensor", "people_count", {"name": "Enrolled people", "state_topic": t.state("people_count"),
                                    "state_class": "measurement", "icon": "mdi:account-group"})
+    # A fleet door publishes the gallery version it runs (edge_mfr/interfaces/fleet); elsewhere it stays unknown.
+    add("sensor", "gallery_version", {"name": "Fleet gallery version", "state_topic": t.state("fleet"),
+                                      "value_template": "{{ value_json.version }}",
+                                      "json_attributes_topic": t.state("fleet"), "icon": "mdi:source-branch",
+                                      "entity_category": "diagnostic"})
     add("event", "recognized", {"name": "Recognition", "state_topic": t.event("recognized"),
                                 "event_types": ["recognized"], "icon": "mdi:face-recognition"})
     return out

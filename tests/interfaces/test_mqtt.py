@@ -156,12 +156,14 @@ def test_availability_discovery_state_and_events(tmp_path, broker):
         assert person["state_topic"] == person["json_attributes_topic"] == f"{PREFIX}/state/last_person"
         fps_cfg = loads(wait_until(lambda: mon.last(f"homeassistant/sensor/{DEVICE}/fps/config")))
         assert fps_cfg["unit_of_measurement"] == "fps"
+        fleet_cfg = loads(wait_until(lambda: mon.last(f"homeassistant/sensor/{DEVICE}/gallery_version/config")))
+        assert fleet_cfg["state_topic"] == f"{PREFIX}/state/fleet"  # a fleet door's gallery version
         event_cfg = loads(wait_until(lambda: mon.last(f"homeassistant/event/{DEVICE}/recognized/config")))
         assert event_cfg["state_topic"] == f"{PREFIX}/event/recognized"
         assert event_cfg["event_types"] == ["recognized"]
         unique_ids = [loads(mon.last(t))["unique_id"] for t in {t for t, *_ in mon.messages
                                                                 if t.startswith("homeassistant/")}]
-        assert len(unique_ids) == len(set(unique_ids)) == 6
+        assert len(unique_ids) == len(set(unique_ids)) == 7
 
         # retained state: cached values went out on connect, new ones as they change
         assert wait_until(lambda: mon.last(f"{PREFIX}/state/lock/front") == b"LOCKED", TIMEOUT)
@@ -209,7 +211,7 @@ def test_availability_discovery_state_and_events(tmp_path, broker):
 
         # removal: empty retained configs, so a new subscriber finds none
         removed = client.remove_discovery()
-        assert len(removed) == 6
+        assert len(removed) == 7
         assert all(wait_until(lambda t=t: mon.last(t) == b"", TIMEOUT) for t in removed)
         fresh = Recorder(broker, "monitor", ["homeassistant/#", T.availability])
         assert wait_until(lambda: fresh.last(T.availability) == b"online", TIMEOUT)
