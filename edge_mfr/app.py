@@ -801,18 +801,13 @@ class Appliance:
                     closer.close()
                 except Exception:
                     log.debug("closing the source failed", exc_info=True)
-        kiosk, self.kiosk = self.kiosk, None
-        if kiosk is not None:
-            try:
-                kiosk.close()
-            except Exception:
-                log.exception("closing the kiosk failed")
-        fleet, self.fleet = self.fleet, None
-        if fleet is not None:
-            try:
-                fleet.stop()
-            except Exception:
-                log.exception("stopping the fleet follower failed")
+        kiosk, fleet, self.kiosk, self.fleet = self.kiosk, self.fleet, None, None
+        for name, stop in (("kiosk", getattr(kiosk, "close", None)), ("fleet follower", getattr(fleet, "stop", None))):
+            if stop is not None:
+                try:
+                    stop()
+                except Exception:
+                    log.exception("stopping the %s failed", name)
         if self.mqtt is not None:  # after the relock (its LOCKED state goes out), before the journal closes
             try:
                 self.mqtt.stop()  # publishes offline; unsent events stay in the outbox for the next start
