@@ -12,7 +12,7 @@ from collections.abc import Callable
 from html import escape as html_escape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from edge_mfr.device.journal import KNOWN_KINDS
@@ -20,9 +20,6 @@ from edge_mfr.errors import EdgeMfrError
 from edge_mfr.interfaces.kiosk import pages
 from edge_mfr.interfaces.kiosk.auth import ADMIN_OFF, SESSION_S, LoginRefused
 from edge_mfr.interfaces.kiosk.uploads import UploadError, parse_multipart, spool_body
-
-if TYPE_CHECKING:
-    from edge_mfr.interfaces.kiosk.server import Kiosk, _Server
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +35,13 @@ CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self';
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: Any  # server._Server (not imported: the server module imports this one)
     timeout = 30  # a stalled client frees its thread
     server_version = "edge-mfr-kiosk"
     sys_version = ""
 
     @property
-    def kiosk(self) -> Kiosk:
+    def kiosk(self) -> Any:  # server.Kiosk
         return self.server.kiosk
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
