@@ -553,10 +553,16 @@ def test_start_after_a_kill_relocks_first_cleans_up_and_journals_a_bad_svm_cache
     state = config.device.state_dir
     sha = Gallery.load(state / "gallery.npz").model_sha256
     with Gallery.edit(state / "gallery.npz", sha) as gallery:  # two people: the daemon then uses the SVM cache
-        x = np.random.default_rng(0).normal(size=(2, gallery.dim)).astype(np.float32)
+        rng = np.random.default_rng(0)
+
+        def unit(dim: int) -> np.ndarray:
+            x = rng.normal(size=(2, dim)).astype(np.float32)
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
         other = gallery.add_person("Someone Else")
-        gallery.add_templates(other.person_id, x / np.linalg.norm(x, axis=1, keepdims=True),
-                              [TemplateMeta("a.jpg", 0.9), TemplateMeta("b.jpg", 0.9)])
+        gallery.add_templates(other.person_id, unit(gallery.dim),
+                              [TemplateMeta("a.jpg", 0.9), TemplateMeta("b.jpg", 0.9)],
+                              extra={m.name: unit(m.dim) for m in gallery.extra_models})
     (state / "gallery.npz.svm.npz").write_bytes(b"PK\x03\x04 torn by a kill")
     leftover = state / ".gallery.npz.abc123.tmp"
     leftover.write_bytes((state / "gallery.npz").read_bytes())
