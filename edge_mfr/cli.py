@@ -163,6 +163,7 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
     import cv2
 
     from edge_mfr.vision.draw import draw_faces
+    from edge_mfr.vision.imageio import rgb_frames
 
     with native_chatter_to_log(f"opening {path}"):  # FFmpeg's "moov atom not found" for a bad file
         capture = cv2.VideoCapture(str(path))
@@ -177,11 +178,7 @@ def _recognize_video(path: Path, target: Path | None, pipeline, identifier, args
     progress = Progress(f"recognize {path.name}", total, "frame")
     failed = True
     try:
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        for image in rgb_frames(capture):
             faces = pipeline.detect(image, crop_kind=crop_kind)
             records = [_face_record(f, i + 1) for i, f in enumerate(faces)]
             labels = _identify_records(pipeline, identifier, image, faces, records)

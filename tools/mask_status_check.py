@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from edge_mfr.vision import mask_status as ms  # noqa: E402
 from edge_mfr.vision.faces import best_face  # noqa: E402
-from edge_mfr.vision.imageio import read_image  # noqa: E402
+from edge_mfr.vision.imageio import read_image, rgb_frames  # noqa: E402
 from edge_mfr.vision.pipeline import FacePipeline  # noqa: E402
 
 VIDEO = Path("video") / "short_hamilton_clip.mp4"
@@ -53,11 +53,7 @@ def video_false_masked(pipeline: FacePipeline, clf: ms.MaskStatusClassifier, cli
     capture = cv2.VideoCapture(str(clip))
     masked = faces = 0
     try:
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        for image in rgb_frames(capture):
             analyzed = pipeline.analyze_faces(image, pipeline.detect(image, crop_kind="photo"))
             if analyzed:
                 emb = np.stack([a.embedding for a in analyzed])

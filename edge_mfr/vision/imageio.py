@@ -6,7 +6,9 @@ Everything inside the package is RGB uint8; OpenCV's BGR stops here.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -217,3 +219,12 @@ def write_image(path: Path | str, image: np.ndarray) -> None:
     ok = cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ImageError(f"{path}: cannot write image (unknown suffix or unwritable folder)")
+
+
+def rgb_frames(capture: Any) -> Iterator[np.ndarray]:
+    """Every frame of an opened ``cv2.VideoCapture`` as RGB, until it ends (one loop for every reader)."""
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            return
+        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
