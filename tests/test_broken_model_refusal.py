@@ -56,7 +56,9 @@ def test_constant_embedder_output_refuses_start_journaled_and_locked(tmp_path, m
     with pytest.raises(selftest.SelfTestError, match=f"{EMBEDDER}: known-answer self-test failed"):
         Appliance(cfg, pin_factory=factory, notifier=notifier).run()
     assert "ready" not in notifier.calls
-    assert not factory.pins  # no relay pin was ever claimed, let alone energised
+    # The relays are created de-energised before the models load (issue 16: relock first); none was ever on.
+    assert all(not pin.state for pin in factory.pins.values())
+    assert all(state is False for pin in factory.pins.values() for _, state in getattr(pin, "states", []))
     with Journal(cfg.journal.path, readonly=True) as journal:
         events = journal.query(limit=None, newest_first=False)
     faults = [e for e in events if e["kind"] == "fault"]
