@@ -20,7 +20,7 @@ import numpy as np
 
 from edge_mfr.liveness.render import ATTACK_KINDS, BLINK_PROFILE, attack_frames, close_eyes, write_clip
 from edge_mfr.vision.eyes import EyeOpenness
-from edge_mfr.vision.imageio import read_image
+from edge_mfr.vision.imageio import read_image, rgb_frames
 from edge_mfr.vision.pipeline import make_detector
 
 FPS = 15.0
@@ -62,15 +62,8 @@ def face_print(photo: np.ndarray, detector) -> np.ndarray:
 def live_clips(data: Path, out: Path, seed: int) -> list[Path]:
     """Real footage (15 fps) with one rendered blink each."""
     cap = cv2.VideoCapture(str(data / VIDEO))
-    frames = []
-    i = 0
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        if FRONTAL[0] <= i <= FRONTAL[1] and (i - FRONTAL[0]) % 2 == 0:
-            frames.append((i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-        i += 1
+    frames = [(i, image) for i, image in enumerate(rgb_frames(cap))
+              if FRONTAL[0] <= i <= FRONTAL[1] and (i - FRONTAL[0]) % 2 == 0]
     cap.release()
     det = make_detector("blazeface")
     eyes = EyeOpenness()

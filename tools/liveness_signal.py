@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_mfr.liveness.render import close_eyes
 from edge_mfr.vision.eyes import EyeOpenness
+from edge_mfr.vision.imageio import rgb_frames
 from edge_mfr.vision.pipeline import make_detector
 from edge_mfr.vision.synthetic_masks import MaskStyle, render_mask
 
@@ -44,13 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     eyes = EyeOpenness()
     cap = cv2.VideoCapture(str(args.data / "video/short_hamilton_clip.mp4"))
     values: dict[tuple[str, str, str], list[float]] = {}
-    i = 0
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
+    for i, image in enumerate(rgb_frames(cap)):
         if FRONTAL[0] <= i <= FRONTAL[1] and (i - FRONTAL[0]) % 2 == 0:
-            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             faces = det.detect(image)
             if faces:
                 face = max(faces, key=lambda f: f.width)
@@ -65,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
                         mask = "mask" if masked else "no mask"
                         values.setdefault(("iris lids", mask, state), []).append(e.openness)
                         values.setdefault(("mesh EAR", mask, state), []).append(mesh_ear(e.landmarks))
-        i += 1
     cap.release()
     print("| signal | mask | frames | open mean | open sd | closed mean | closed/open | d' |")
     print("|---|---|---|---|---|---|---|---|")
