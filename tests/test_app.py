@@ -430,21 +430,31 @@ def edge_mfr(args: list[str], env_extra: dict[str, str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_ready_after_start_up_then_sigterm_exits_cleanly_with_the_door_locked(tmp_path, assets, notify_socket):
-    sock, address = notify_socket
+def _run_eileen_clip(tmp_path, assets, address: str) -> tuple[subprocess.Popen, Path]:
+    """`edge-mfr run --realtime` on her clip with the enrolled gallery, notifying ``address``; (process, journal)."""
     state = tmp_path / "state"
     state.mkdir()
     shutil.copy(assets.gallery, state / "gallery.npz")
     cfg = write_toml(tmp_path / "config.toml", config_data(state, assets.eileen_clip, doors=[
         {"name": "front", "relay_pin": RELAY, "unlock_seconds": 4.0, "max_unlock_seconds": 4.0}]))
-    journal = state / "journal.db"
-    proc = edge_mfr(["--config", str(cfg), "run", "--realtime"], {"NOTIFY_SOCKET": address})
+    return edge_mfr(["--config", str(cfg), "run", "--realtime"], {"NOTIFY_SOCKET": address}), state / "journal.db"
+
+
+def _until_ready(sock, proc: subprocess.Popen) -> list[bytes]:
+    """The sd_notify messages up to and including READY=1 (fails naming stderr when none comes)."""
+    messages: list[bytes] = []
+    while not any(m.startswith(b"READY=1") for m in messages):
+        msg = receive(sock, TIMEOUT)
+        assert msg is not None, f"no READY; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        messages.append(msg)
+    return messages
+
+
+def test_ready_after_start_up_then_sigterm_exits_cleanly_with_the_door_locked(tmp_path, assets, notify_socket):
+    sock, address = notify_socket
+    proc, journal = _run_eileen_clip(tmp_path, assets, address)
     try:
-        messages = []
-        while not any(m.startswith(b"READY=1") for m in messages):
-            msg = receive(sock, TIMEOUT)
-            assert msg is not None, f"no READY; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
-            messages.append(msg)
+        messages = _until_ready(sock, proc)
         # By READY, models were loaded and self-tested, the camera gave a frame, and the lock exists, relay off.
         assert messages[:3] == [b"STATUS=loading models", b"STATUS=model self-test", b"STATUS=opening the camera"]
         with Journal(journal, readonly=True) as j:
@@ -588,19 +598,9 @@ def test_start_after_a_kill_relocks_first_cleans_up_and_journals_a_bad_svm_cache
 def test_run_prints_each_decision_and_lock_action_and_a_summary_on_ctrl_c(tmp_path, assets, notify_socket):
     """A person at a terminal sees the camera, the kiosk, every decision and lock action, and a summary."""
     sock, address = notify_socket
-    state = tmp_path / "state"
-    state.mkdir()
-    shutil.copy(assets.gallery, state / "gallery.npz")
-    cfg = write_toml(tmp_path / "config.toml", config_data(state, assets.eileen_clip, doors=[
-        {"name": "front", "relay_pin": RELAY, "unlock_seconds": 4.0, "max_unlock_seconds": 4.0}]))
-    journal = state / "journal.db"
-    proc = edge_mfr(["--config", str(cfg), "run", "--realtime"], {"NOTIFY_SOCKET": address})
+    proc, journal = _run_eileen_clip(tmp_path, assets, address)
     try:
-        messages: list[bytes] = []
-        while not any(m.startswith(b"READY=1") for m in messages):  # the journal exists from READY on
-            msg = receive(sock, TIMEOUT)
-            assert msg is not None, f"no READY; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
-            messages.append(msg)
+        _until_ready(sock, proc)  # the journal exists from READY on
 
         def unlocked() -> bool:
             with Journal(journal, readonly=True) as j:
