@@ -17,20 +17,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_mfr.vision.landmarks import LEFT_EYE_CORNERS as LEFT_CORNERS
+from edge_mfr.vision.landmarks import RIGHT_EYE_CORNERS as RIGHT_CORNERS
+from edge_mfr.vision.landmarks import FaceLandmarker
 from edge_mfr.vision.runtime import TFLiteModel, load_model
-from edge_mfr.vision.types import KP_LEFT_EYE, KP_RIGHT_EYE, Face
+from edge_mfr.vision.types import Face
 
-LANDMARK_MODEL = "face_landmark.tflite"
 IRIS_MODEL = "iris_landmark.tflite"
-INPUT_SIZE = 192
-ROI_SCALE = 1.5
 IRIS_SIZE = 64
 IRIS_ROI_SCALE = 2.3  # eye crop side over the eye's corner-to-corner width (MediaPipe's)
-# Eye corners in the mesh (outer, inner) and the iris model's 16-point eye contour: 0 and 8 corners,
-# 1-7 the lower lid, 9-15 the upper lid, 16 - i facing i.
-RIGHT_CORNERS = (33, 133)
-LEFT_CORNERS = (263, 362)
+# The iris model's 16-point eye contour: 0 and 8 the corners (the mesh's RIGHT_/LEFT_CORNERS, outer
+# first), 1-7 the lower lid, 9-15 the upper lid, 16 - i facing i.
 LID_PAIRS = ((3, 13), (4, 12), (5, 11))
+
 
 @dataclass(frozen=True)
 class EyeState:
@@ -39,7 +38,7 @@ class EyeState:
     right: float
     left: float
     presence: float  # the model's face-presence probability for the crop
-    landmarks: np.ndarray  # (468, 3) x, y, z in frame pixels (z in crop pixels, relative)
+    landmarks: np.ndarray  # (468, 3) the face mesh (landmarks.Mesh.points: frame pixels)
 
     @property
     def openness(self) -> float:
@@ -47,24 +46,11 @@ class EyeState:
         return (self.right + self.left) / 2
 
 
-def roi_transform(face: Face) -> np.ndarray:
-    """2x3 affine map from frame pixels to the 192x192 landmark input (eyes level, box x1.5, square)."""
-    x1, y1, x2, y2 = (float(v) for v in face.box)
-    centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
-    size = max(x2 - x1, y2 - y1) * ROI_SCALE
-    d = face.keypoints[KP_LEFT_EYE] - face.keypoints[KP_RIGHT_EYE]
-    angle = float(np.degrees(np.arctan2(d[1], d[0])))
-    m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, INPUT_SIZE / max(size, 1.0))
-    m[:, 2] += INPUT_SIZE / 2 - centre
-    return m
-
-
 class EyeOpenness:
     """Runs the landmark model on a face and measures both eyes."""
 
     def __init__(self, num_threads: int = 1, models_dir: Path | None = None):
-        self.model: TFLiteModel = load_model("face_landmarks", num_threads=num_threads, models_dir=models_dir,
-                                             name=LANDMARK_MODEL)
+        self.landmarker = FaceLandmarker(models_dir=models_dir, num_threads=num_threads)
         self.iris: TFLiteModel = load_model("iris_landmarks", num_threads=num_threads, models_dir=models_dir,
                                             name=IRIS_MODEL)
 
@@ -89,16 +75,8 @@ class EyeOpenness:
 
     def measure(self, image: np.ndarray, face: Face) -> EyeState:
         """Eye state of ``face`` in the RGB frame ``image`` (frame pixel coordinates)."""
-        m = roi_transform(face)
-        crop = cv2.warpAffine(image, m, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
-        x = crop.astype(np.float32)[None] / 255.0
-        mesh, presence = self.model.run(x)
-        pts = mesh.reshape(468, 3).astype(np.float64)
-        inv = cv2.invertAffineTransform(m)
-        frame_xy = pts[:, :2] @ inv[:, :2].T + inv[:, 2]
-        landmarks = np.concatenate([frame_xy, pts[:, 2:]], axis=1).astype(np.float32)
-        prob = float(1.0 / (1.0 + np.exp(-float(np.ravel(presence)[0]))))
+        mesh = self.landmarker.mesh(image, face)
+        frame_xy = mesh.points[:, :2]
         right = self.lid_ratio(image, frame_xy[RIGHT_CORNERS[0]], frame_xy[RIGHT_CORNERS[1]], mirror=True)
         left = self.lid_ratio(image, frame_xy[LEFT_CORNERS[0]], frame_xy[LEFT_CORNERS[1]], mirror=False)
-        return EyeState(right, left, prob, landmarks)
+        return EyeState(right, left, mesh.presence, mesh.points)

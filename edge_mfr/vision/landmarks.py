@@ -15,15 +15,17 @@ for these two embedders; for FaceNet the mesh gained next to nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edge_mfr.vision.runtime import TFLiteModel, find_model
+from edge_mfr.vision.runtime import load_model
 from edge_mfr.vision.types import KP_LEFT_EYE, KP_RIGHT_EYE, Face
 
 ROLE = "face_landmarks"
+MODEL_FILE = "face_landmark.tflite"
 NUM_POINTS = 468
 ROI_SCALE = 1.5
 # Mesh indices (MediaPipe canonical face mesh). "Right"/"left" are the subject's, like edge_mfr's keypoints.
@@ -41,7 +43,7 @@ def roi_matrix(face: Face, size: int, scale: float = ROI_SCALE) -> np.ndarray:
     """Frame-to-crop 2x3 matrix: a square of ``scale`` x the box's long side, rotated to level eyes."""
     x1, y1, x2, y2 = (float(v) for v in face.box)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    side = max(x2 - x1, y2 - y1) * scale
+    side = max(max(x2 - x1, y2 - y1) * scale, 1.0)
     dx, dy = face.keypoints[KP_LEFT_EYE] - face.keypoints[KP_RIGHT_EYE]
     angle = np.degrees(np.arctan2(float(dy), float(dx)))
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, size / side)
@@ -49,28 +51,41 @@ def roi_matrix(face: Face, size: int, scale: float = ROI_SCALE) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Mesh:
+    """The face mesh of one face: (468, 3) x, y in frame pixels and relative z; the model's face presence."""
+
+    points: np.ndarray
+    presence: float
+
+
 class FaceLandmarker:
-    """Runs face_landmark.tflite on a face box; ``points`` returns (468, 3) x, y (frame pixels), z."""
+    """Runs face_landmark.tflite on a face box: the one mesh runner (alignment, eye openness, the demo)."""
 
     def __init__(self, models_dir: Path | None = None, num_threads: int = 1):
-        path, spec = find_model(ROLE, models_dir)
-        self.model = TFLiteModel(path, spec, num_threads=num_threads)
+        self.model = load_model(ROLE, num_threads=num_threads, models_dir=models_dir, name=MODEL_FILE)
         self.size = int(self.model.input_shape[1])
-        pre = spec.preprocessing
+        pre = self.model.spec.preprocessing
         self.mean = float(pre.get("mean", 0.0))
         self.std = float(pre.get("std", 255.0))
 
-    def points(self, image: np.ndarray, face: Face) -> np.ndarray:
-        """Mesh points of ``face`` in ``image`` (RGB uint8), mapped back to frame pixels."""
+    def mesh(self, image: np.ndarray, face: Face) -> Mesh:
+        """Mesh of ``face`` in ``image`` (RGB uint8), mapped back to frame pixels."""
         matrix = roi_matrix(face, self.size)
         crop = cv2.warpAffine(image, matrix, (self.size, self.size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT)
         x = ((crop.astype(np.float32) - self.mean) / self.std)[None]
-        raw = self.model.run(x)[0].reshape(NUM_POINTS, 3)
+        raw, presence = self.model.run(x)
+        raw = raw.reshape(NUM_POINTS, 3)
         inverse = cv2.invertAffineTransform(matrix)
         xy = raw[:, :2] @ inverse[:, :2].T + inverse[:, 2]
         z = raw[:, 2:] * float(np.linalg.norm(inverse[:, 0]))
-        return np.hstack([xy, z]).astype(np.float32)
+        prob = float(1.0 / (1.0 + np.exp(-float(np.ravel(presence)[0]))))
+        return Mesh(np.hstack([xy, z]).astype(np.float32), prob)
+
+    def points(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """(468, 3) mesh points of ``face`` (frame pixels)."""
+        return self.mesh(image, face).points
 
 
 def five_points(mesh: np.ndarray) -> np.ndarray:
