@@ -66,6 +66,24 @@ TEMPLATES: dict[str, tuple[np.ndarray, int]] = {
 }
 DEFAULT_TEMPLATE = "facenet160"
 
+# A masked face going to an ArcFace-style embedder is fitted on six face-mesh points instead
+# (landmarks.CORNER_POINTS: right eye outer and inner corner, left eye inner and outer, nose bridge, nose
+# tip): BlazeFace's eye points are coarse and nothing below the nose is trusted under a mask. Positions in
+# the template's native crop: where those points sit in crops aligned as the gallery's are (ALIGN_POINTS),
+# measured on the bare faces of mask_status/ by tools/mesh_template.py (200 faces, symmetrised; 0.8 px apart
+# before). Masked rank-1 with this fit: models/README.md, "Face mesh for alignment". FaceNet has no entry:
+# the mesh gained it nothing.
+MESH_MASKED_TEMPLATES: dict[str, np.ndarray] = {
+    "arcface112": np.array([
+        [28.11, 52.13],
+        [45.18, 53.36],
+        [66.82, 53.36],
+        [83.89, 52.13],
+        [56.00, 51.08],
+        [56.00, 74.30],
+    ], dtype=np.float32),
+}
+
 
 def template_points(template: str) -> tuple[np.ndarray, int]:
     """(points, native size) of a named template; ValueError naming the known ones otherwise."""
@@ -115,6 +133,14 @@ def align_face(image: np.ndarray, face: Face, size: int | None = None, masked: b
     """
     matrix = alignment_matrix(face, size, masked, template)
     size = size or template_points(template)[1]
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def align_on_mesh(image: np.ndarray, corner_points: np.ndarray, template: str, size: int | None = None) -> np.ndarray:
+    """Masked-face crop for ``template`` fitted on the mesh's six CORNER_POINTS (MESH_MASKED_TEMPLATES)."""
+    native = template_points(template)[1]
+    size = size or native
+    matrix = similarity_transform(corner_points, MESH_MASKED_TEMPLATES[template] * (size / native))
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 

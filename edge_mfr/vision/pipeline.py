@@ -13,13 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_mfr.vision.align import align_face
+from edge_mfr.vision.align import MESH_MASKED_TEMPLATES, align_face, align_on_mesh
 from edge_mfr.vision.detector import BlazeFaceDetector, Detector
 from edge_mfr.vision.embedder import DEFAULT_EMBEDDERS, Embedder
 from edge_mfr.vision.faces import detect_faces
+from edge_mfr.vision.landmarks import FaceLandmarker, corner_points
 from edge_mfr.vision.types import Face
 
 DETECTORS = ("blazeface", "blazeface-full", "mtcnn")
+# A mesh whose face presence is below this is not trusted for alignment (BlazeFace's points are used).
+MESH_MIN_PRESENCE = 0.5
 
 
 def make_detector(name: str = "blazeface", num_threads: int = 1, models_dir: Path | None = None,
@@ -58,7 +61,9 @@ class FacePipeline:
 
     ``embedders``: model file names, the primary (FaceNet: mask status and enrollment checks run on it)
     first; None means embedder.DEFAULT_EMBEDDERS. The others are run only when asked (embed_for_identity,
-    enrollment), because clear bare faces are decided on the primary alone.
+    enrollment), because clear bare faces are decided on the primary alone. When an extra embedder's
+    template has a mesh fit (align.MESH_MASKED_TEMPLATES), the face mesh model is loaded too: masked faces
+    going to that embedder are aligned on the mesh.
     """
 
     def __init__(self, detector: str | Detector = "blazeface", num_threads: int = 1,
@@ -72,6 +77,9 @@ class FacePipeline:
             self.embedder = Embedder(num_threads=num_threads, models_dir=models_dir, name=names[0])
             self.extra_embedders = [Embedder(num_threads=num_threads, models_dir=models_dir, name=n)
                                     for n in names[1:]]
+        self.landmarker: FaceLandmarker | None = None
+        if any(e.template in MESH_MASKED_TEMPLATES for e in self.extra_embedders):
+            self.landmarker = FaceLandmarker(models_dir=models_dir, num_threads=num_threads)
         self.times = StageTimes()
 
     @property
@@ -108,9 +116,11 @@ class FacePipeline:
         """Embedder name -> (n, dim) embeddings that identify ``faces`` of ``image``: the one rule for every caller.
 
         A face judged ``masked`` is re-embedded from its eyes-and-nose alignment (align.MASKED_ALIGN_POINTS),
-        by every embedder; a bare face keeps the primary embedding it already has. The extra embedders run
-        only on faces flagged in ``extra`` (default: all); other faces get NaN rows there. Each template is
-        aligned once per face and shared by the embedders that use it.
+        by every embedder, or from the face mesh's eye corners, bridge and tip for templates that have a mesh
+        fit (align.MESH_MASKED_TEMPLATES; one mesh per face, BlazeFace's points when the mesh is not
+        trusted); a bare face keeps the primary embedding it already has. The extra embedders run only on
+        faces flagged in ``extra`` (default: all); other faces get NaN rows there. Each template is aligned
+        once per face and shared by the embedders that use it.
         """
         if self.embedder is None:
             raise RuntimeError("this FacePipeline was built with embed=False")
@@ -118,13 +128,27 @@ class FacePipeline:
         masked_a = np.asarray(masked, dtype=bool).reshape(n)
         extra_a = np.ones(n, bool) if extra is None else np.asarray(extra, dtype=bool).reshape(n)
         t0 = time.perf_counter()
+        self.times.extra["mesh_ms"] = 0.0
         out: dict[str, np.ndarray] = {}
         crops: dict[tuple[str, bool, int], np.ndarray] = {}
+        meshes: dict[int, np.ndarray | None] = {}
+
+        def mesh_points(i: int) -> np.ndarray | None:
+            if i not in meshes:
+                assert self.landmarker is not None
+                t = time.perf_counter()
+                mesh = self.landmarker.mesh(image, faces[i].face)
+                meshes[i] = corner_points(mesh.points) if mesh.presence >= MESH_MIN_PRESENCE else None
+                self.times.extra["mesh_ms"] = self.times.extra.get("mesh_ms", 0.0) + (time.perf_counter() - t) * 1000
+            return meshes[i]
 
         def crop(template: str, i: int) -> np.ndarray:
             key = (template, bool(masked_a[i]), i)
             if key not in crops:
-                crops[key] = align_face(image, faces[i].face, masked=bool(masked_a[i]), template=template)
+                points = (mesh_points(i) if masked_a[i] and self.landmarker is not None
+                          and template in MESH_MASKED_TEMPLATES else None)
+                crops[key] = (align_on_mesh(image, points, template) if points is not None
+                              else align_face(image, faces[i].face, masked=bool(masked_a[i]), template=template))
             return crops[key]
 
         primary = np.stack([f.embedding for f in faces]) if n else np.zeros((0, self.embedder.dim), np.float32)

@@ -562,7 +562,9 @@ def _add_people(path: str, tag: str, count: int) -> None:
 
 def test_concurrent_edits_from_two_processes_lose_nothing(tmp_path: Path) -> None:
     path = str(tmp_path / "gallery.npz")
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: earlier tests in this process may have started model threads, and a forked child of a
+    # threaded process can crash (it once exited with SIGSEGV here)
+    ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=_add_people, args=(path, tag, 15)) for tag in ("cli", "daemon")]
     for w in workers:
         w.start()
