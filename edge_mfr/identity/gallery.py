@@ -28,6 +28,7 @@ are one contract (a change to one is a format change to all); most of the length
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import logging
@@ -454,6 +455,15 @@ class Gallery:
             ids = ", ".join(p.person_id for p in matches)
             raise GalleryError(f"{len(matches)} people are called {person_id_or_name!r}; use an id: {ids}")
         raise PersonNotFound(f"no enrolled person with id or name {person_id_or_name!r}")
+
+    def without(self, person_ids: set[str]) -> Gallery:
+        """An in-memory copy minus these people (the door's instant revoke, until the full reload); adding
+        templates to it is refused."""
+        out = copy.copy(self)
+        out._people = {pid: p for pid, p in self._people.items() if pid not in person_ids}
+        out._retired = self._retired | (set(self._people) & person_ids)
+        out._model_checked = False
+        return out
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray, list[TemplateMeta]]:
         """(X float32 (N, dim), person_id per row, metadata per row) for fitting the classifier.
