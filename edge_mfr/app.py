@@ -39,7 +39,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -266,7 +266,7 @@ class Appliance:
         self._stop = threading.Event()
         self._started = False
         self._ready = False
-        self._gallery_sig: tuple[int, int] | None = None
+        self._gallery_sig: tuple | None = None
         self._clear_id = 0  # newest lockout_cleared journal row already applied
         self._clear_checked = float("-inf")
         self._gallery_checked = -math.inf
@@ -274,6 +274,10 @@ class Appliance:
         # Pi): the frame loop keeps deciding with the old gallery and adopts the new one when it is ready.
         self._reloader: threading.Thread | None = None
         self._reloaded: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # People to stop matching now (a fleet revoke): applied by the frame thread before the next decision;
+        # a reload that began before them is discarded (it may have read the gallery without the change).
+        self._forget: queue.SimpleQueue[frozenset[str]] = queue.SimpleQueue()
+        self._gallery_gen = 0
         self._last_ping = -math.inf
         self._last_status = -math.inf
         self._pace_origin: tuple[float, float] | None = None
@@ -420,12 +424,10 @@ class Appliance:
                           MaskStatusClassifier.load(self.models_dir, sha), thresholds,
                           fusion=load_fusion(ids, self.models_dir) if len(ids) > 1 else None)
 
-    def _gallery_signature(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.config.recognition.gallery)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
+    def _gallery_signature(self) -> tuple | None:
+        from edge_mfr.identity import gallery_delta
+
+        return gallery_delta.signature(self.config.recognition.gallery)  # the file and its fleet deltas
 
     # --------------------------------------------------------------------------------------------- the loop
 
@@ -677,7 +679,8 @@ class Appliance:
                                  f"enrolled, {self.stats.unlocks} unlocks")
 
     def _check_gallery(self, now: float) -> None:
-        """Adopt a gallery read in the background; start reading one when the file changed."""
+        """Forget revoked people; adopt a gallery read in the background; start reading one when it changed."""
+        self._apply_forget()
         self._adopt_reloaded()
         if self._reloader is not None and self._reloader.is_alive():
             return
@@ -688,10 +691,37 @@ class Appliance:
         if sig == self._gallery_sig:
             return
         self._gallery_sig = sig  # taken before reading: a change during the read is seen next time
-        self._reloader = threading.Thread(target=self._reload_in_background, name="gallery-reload", daemon=True)
+        self._reloader = threading.Thread(target=self._reload_in_background, args=(self._gallery_gen,),
+                                          name="gallery-reload", daemon=True)
         self._reloader.start()
 
-    def _reload_in_background(self) -> None:
+    def forget_people(self, person_ids: Iterable[str]) -> None:
+        """Stop matching these people from the next frame on, without waiting for the gallery reload (which
+        refits the classifier: minutes with thousands of people). Thread-safe (the fleet follower calls it)."""
+        self._forget.put(frozenset(person_ids))
+
+    def _apply_forget(self) -> None:
+        ids: set[str] = set()
+        while True:
+            try:
+                ids |= self._forget.get_nowait()
+            except queue.Empty:
+                break
+        if not ids or self.identifier is None:
+            return
+        self._gallery_gen += 1  # a reload already under way may predate the change: it is not adopted
+        self.identifier = self.identifier.without(ids)
+        self._clear_votes()
+        self.request_gallery_reload()
+        log.info("forgot %d people in memory until the gallery is re-read", len(ids))
+
+    def _clear_votes(self) -> None:
+        if self.tracker is not None:
+            for track in self.tracker.tracks:  # votes of the old gallery no longer count
+                track.votes.clear()
+                track.last_embed_frame = None
+
+    def _reload_in_background(self, gen: int) -> None:
         """Helper thread: read the gallery and build its identifier; the frame thread adopts the result."""
         try:
             result: Any = self._load_identifier()
@@ -700,7 +730,7 @@ class Appliance:
         except Exception as exc:  # noqa: BLE001 - a reload must never take the door loop down
             log.exception("reading the changed gallery failed")
             result = EdgeMfrError(f"reading the gallery failed: {exc}")
-        self._reloaded.put(result)
+        self._reloaded.put((gen, result))
 
     def wait_for_reload(self, timeout: float | None = None) -> bool:
         """Block until a background gallery read has finished (tests; False on timeout)."""
@@ -712,17 +742,18 @@ class Appliance:
 
     def _adopt_reloaded(self) -> None:
         try:
-            result = self._reloaded.get_nowait()
+            gen, result = self._reloaded.get_nowait()
         except queue.Empty:
+            return
+        if gen != self._gallery_gen:  # began before people were forgotten: read again
+            self.request_gallery_reload()
             return
         if isinstance(result, EdgeMfrError):
             log.error("gallery changed but cannot be used, keeping the previous one: %s", result)
             self._record("gallery_error", error=str(result))
             return
         self.identifier = result
-        for track in self.tracker.tracks:  # votes of the old gallery no longer count
-            track.votes.clear()
-            track.last_embed_frame = None
+        self._clear_votes()
         people = len(result.gallery.people)
         log.info("gallery reloaded: %d people", people)
         self._record("gallery_reloaded", people=people)

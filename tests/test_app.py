@@ -405,6 +405,61 @@ def test_a_slow_gallery_reload_does_not_stall_the_door_loop(tmp_path, assets):
     assert True in [s for _, s in relay_history(factory)]
 
 
+def test_a_fleet_revoke_stops_her_at_once_and_a_reload_begun_before_it_is_not_adopted(tmp_path, assets):
+    """forget_people acts on the next frame; a gallery read that started before the revoke (it still has
+    her) must not bring her back when it finishes later (with thousands of people it finishes minutes later)."""
+    from edge_mfr.identity import gallery_delta
+    from edge_mfr.identity.gallery import Gallery
+    from edge_mfr.stream.sources import OpenCVSource
+
+    config = make_config(tmp_path, "unused", gallery=assets.gallery)
+    path = config.recognition.gallery
+    her = Gallery.load(path).people[0].person_id
+    ticks = [0]
+    read_old, release, fresh = threading.Event(), threading.Event(), threading.Event()
+
+    class Counting(OpenCVSource):
+        def read(self):
+            ticks[0] += 1
+            if ticks[0] == 2:  # (tick 1 is start-up's frame) before she can have 3 votes
+                app.request_gallery_reload()  # a read of the old gallery, with her, begins this frame
+            if ticks[0] == 3:
+                assert read_old.wait(TIMEOUT)
+                g = Gallery.load(path)
+                gallery_delta.append(path, [], [her], g)  # the follower's revoke, on disk
+                app.forget_people([her])  # ... and in memory
+            if ticks[0] == 5:
+                release.set()  # the stale read finishes now; the fresh one takes ten frames more
+                app.wait_for_reload(TIMEOUT)
+            if ticks[0] == 15:
+                fresh.set()
+            if ticks[0] > 15:
+                app.wait_for_reload(TIMEOUT)
+            return super().read()
+
+    factory = MockFactory()
+    app = Appliance(config, source=Counting(assets.eileen_clip, live=False), pin_factory=factory,
+                    notifier=FakeNotifier(), clock=lambda: ticks[0] * 0.5)
+    original, calls = app._load_identifier, [0]
+
+    def slow_load():
+        calls[0] += 1
+        result = original()
+        if calls[0] == 2:  # the read begun before the revoke: it has her
+            read_old.set()
+            release.wait(TIMEOUT)
+        elif calls[0] > 2:
+            fresh.wait(TIMEOUT)
+        return result
+
+    app._load_identifier = slow_load
+    assert app.run() == 0
+    kinds = [e["kind"] for e in journal_events(config)]
+    assert calls[0] >= 3, "the stale read was not followed by a fresh one"
+    assert "access_granted" not in kinds
+    assert True not in [s for _, s in relay_history(factory)]
+
+
 # ---------------------------------------------------------------------------------- READY and start-up
 
 

@@ -15,7 +15,8 @@ a bare-faced one does, so one threshold for both would let masked strangers in o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,30 @@ class IdentityClassifier:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def without(self, person_ids: Iterable[str]) -> IdentityClassifier:
+        """A copy that cannot match these people: their template rows and SVM rows are gone, no refit.
+
+        Why: a fleet revoke must stop matching at once, and a refit on thousands of people takes minutes.
+        The one-vs-rest rows of everyone else stay exactly as fitted (the revoked person was one of their
+        negatives), so their scores do not change; the next full reload refits properly.
+        """
+        drop = set(person_ids) & set(self.ids)
+        out = copy.copy(self)
+        if not drop:
+            return out
+        keep_people = np.array([pid not in drop for pid in self.ids], bool)
+        rows = keep_people[self._owner]
+        out.ids = [pid for pid in self.ids if pid not in drop]
+        out._owner = (np.cumsum(keep_people) - 1)[self._owner[rows]]
+        out._templates = {name: t[rows] for name, t in self._templates.items()}
+        out._synthetic = self._synthetic[rows]
+        if self._svm_w is not None and self._svm_b is not None:
+            out._svm_w, out._svm_b = self._svm_w[keep_people], self._svm_b[keep_people]
+            if len(set(out._owner[~out._synthetic].tolist())) < 2:
+                out._svm_w = out._svm_b = None  # as fit() leaves it for fewer than two people
+        out.problems = list(self.problems)
+        return out
 
     def _joined(self, x: Mapping[str, np.ndarray]) -> np.ndarray:
         """The embedders' rows side by side, in fusion order (what the SVM sees)."""

@@ -28,6 +28,7 @@ are one contract (a change to one is a format change to all); most of the length
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import logging
@@ -336,6 +337,7 @@ class Gallery:
         self._model_checked = True  # False after load(model_sha256=None): adding vectors is refused
         self._crops_loaded = True
         self._modified = False
+        self._file_key: str | None = None  # header digest of the file this was read from (gallery_delta)
 
     # -- construction -------------------------------------------------------------------------------
 
@@ -378,7 +380,7 @@ class Gallery:
         embeddings. ``with_crops=False`` saves memory in the daemon; such a gallery cannot be saved.
         """
         path = Path(path)
-        gallery = _read(path, with_crops)
+        gallery = _read_with_deltas(path, with_crops)
         if extra_models is not None and model_sha256 is not None:
             gallery.check_extra_models(path, extra_models)
         if model_sha256 is None:
@@ -453,6 +455,15 @@ class Gallery:
             ids = ", ".join(p.person_id for p in matches)
             raise GalleryError(f"{len(matches)} people are called {person_id_or_name!r}; use an id: {ids}")
         raise PersonNotFound(f"no enrolled person with id or name {person_id_or_name!r}")
+
+    def without(self, person_ids: set[str]) -> Gallery:
+        """An in-memory copy minus these people (the door's instant revoke, until the full reload); adding
+        templates to it is refused."""
+        out = copy.copy(self)
+        out._people = {pid: p for pid, p in self._people.items() if pid not in person_ids}
+        out._retired = self._retired | (set(self._people) & person_ids)
+        out._model_checked = False
+        return out
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray, list[TemplateMeta]]:
         """(X float32 (N, dim), person_id per row, metadata per row) for fitting the classifier.
@@ -697,12 +708,17 @@ class Gallery:
         path = Path(path)
         if self.keep_crops and not self._crops_loaded:
             raise GalleryError(f"{path}: this gallery was loaded without its crops; saving would drop them")
+        from edge_mfr.identity import gallery_delta
+
         self.revision += 1
+        header = self._encode_header()
         try:
-            _write_atomic(path, self._encode_header(), self._people.values(), self.dim, self.extra_models)
+            _write_atomic(path, header, self._people.values(), self.dim, self.extra_models)
         except BaseException:
             self.revision -= 1
             raise
+        gallery_delta.clear(path)  # folded into the file just written (and they name the old one)
+        self._file_key = gallery_delta.file_key(header)
         self._modified = False
 
     def _encode_header(self) -> bytes:
@@ -877,8 +893,41 @@ def _read_member(zf: zipfile.ZipFile, name: str, max_bytes: int) -> np.ndarray:
     return array
 
 
+def read_header(path: Path) -> tuple[dict[str, Any], str]:
+    """(header JSON, its gallery_delta key) without reading any templates (a fleet delta needs no more)."""
+    from edge_mfr.identity import gallery_delta
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            raw = _read_member(zf, _HEADER_MEMBER, _MAX_HEADER_BYTES).tobytes()
+        header = json.loads(raw.decode("utf-8"))
+    except FileNotFoundError:
+        raise GalleryNotFound(f"{path}: no gallery file (enroll someone first with `edge-mfr enroll`)") from None
+    except (OSError, ValueError, KeyError, EOFError, SyntaxError, RecursionError, zipfile.BadZipFile) as exc:
+        raise GalleryError(f"{path}: gallery header is unreadable or corrupt ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise GalleryError(f"{path}: not an edge-mfr gallery (wrong format marker)")
+    return header, gallery_delta.file_key(raw)
+
+
+def _read_with_deltas(path: Path, with_crops: bool) -> Gallery:
+    """_read, then the deltas written on that very file; again if a writer replaced the file meanwhile."""
+    from edge_mfr.identity import gallery_delta
+
+    for _ in range(5):
+        before = gallery_delta.signature(path)
+        gallery = _read(path, with_crops)
+        gallery_delta.replay(gallery, path, gallery._file_key or "")
+        after = gallery_delta.signature(path)
+        if before is not None and after is not None and before[:3] == after[:3]:
+            return gallery
+    raise GalleryLockedError(f"{path}: the gallery kept changing while it was read; try again")
+
+
 def _read(path: Path, with_crops: bool) -> Gallery:
     """Parse and validate a gallery file; every problem becomes one GalleryError naming the file."""
+    from edge_mfr.identity import gallery_delta
+
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
@@ -896,6 +945,7 @@ def _read(path: Path, with_crops: bool) -> Gallery:
                     raise GalleryError(f"{path}: malformed gallery header")
                 header = json.loads(raw.tobytes().decode("utf-8"))
                 gallery, n_templates, n_crops = _gallery_from_header(path, header)
+                gallery._file_key = gallery_delta.file_key(raw.tobytes())
                 extra_names = {_extra_member(i) for i in range(len(gallery.extra_models))}
                 if (names - {_HEADER_MEMBER, _EMB_MEMBER, _CROPS_MEMBER} - extra_names or _EMB_MEMBER not in names
                         or extra_names - names):

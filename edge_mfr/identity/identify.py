@@ -6,7 +6,8 @@ the same way everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,16 @@ class Identifier:
                        svm_cache=svm_cache_path(gallery_path), out_of_process=out_of_process, fusion=fusion)
         except GalleryError as exc:
             raise GalleryError(f"{gallery_path}: {str(exc).removeprefix('gallery: ')}") from None
+
+    def without(self, person_ids: Iterable[str]) -> Identifier:
+        """A copy that no longer knows these people (a fleet revoke, before the full reload; see
+        IdentityClassifier.without). The gallery in it is a copy without them too."""
+        ids = set(person_ids)
+        out = copy.copy(self)
+        out.gallery = self.gallery.without(ids)
+        out.classifier = self.classifier.without(ids)
+        out._people = {pid: p for pid, p in self._people.items() if pid not in ids}
+        return out
 
     def identify(self, faces: list[AnalyzedFace], embed: EmbedForIdentity | None = None) -> list[Identification]:
         """Mask status from the primary embedding, then the embeddings that identify each face from ``embed``

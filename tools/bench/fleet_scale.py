@@ -4,8 +4,10 @@
 
 Starts a private mosquitto on a free loopback port (Debian's package), makes a gallery of N people with
 random unit templates, signs and publishes it as a full bundle, and measures on the door's side: bundle
-size, chunks, time from publish start to applied gallery, time to apply a one-person revoke (delta), and
-the follower process's peak RSS growth. Then it reloads the applied gallery the way the door loop does
+size, chunks, time from publish start to applied gallery, time to apply a one-person revoke (delta; both
+end to end and the door's own apply_bundle), and the process's peak RSS. It also times the door loop's
+in-memory revoke (IdentityClassifier.without on a classifier of N people; SVM weights stand-ins, no fit).
+Then it reloads the applied gallery the way the door loop does
 (``Identifier`` needs models; here the gallery read alone) while a stand-in frame loop keeps ticking, and
 reports the longest gap between its ticks. Report, not a test: nothing is asserted about time.
 """
@@ -30,7 +32,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from edge_mfr.identity.classifier import IdentityClassifier  # noqa: E402
 from edge_mfr.identity.gallery import Gallery, TemplateMeta  # noqa: E402
+from edge_mfr.interfaces.fleet import follower as follower_mod  # noqa: E402
 from edge_mfr.interfaces.fleet import keys, link  # noqa: E402
 from edge_mfr.interfaces.fleet.follower import Follower  # noqa: E402
 from edge_mfr.interfaces.fleet.publisher import publish  # noqa: E402
@@ -61,6 +65,37 @@ def _make_gallery(path: Path, n: int, templates: int, dim: int) -> None:
         x = rng.normal(size=(templates, dim)).astype(np.float32)
         g.add_templates(p.person_id, x / np.linalg.norm(x, axis=1, keepdims=True), meta)
     g.save(path)
+
+
+def _timed_applies() -> list[float]:
+    """Seconds of each apply_bundle on the door (wrapped here; the follower calls it by module name)."""
+    times: list[float] = []
+    real = follower_mod.apply_bundle
+
+    def timed(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return real(*a, **kw)
+        finally:
+            times.append(time.perf_counter() - t0)
+
+    follower_mod.apply_bundle = timed
+    return times
+
+
+def _forget_s(gallery: Gallery) -> float:
+    """The door loop's in-memory revoke of one person on a classifier of the whole gallery."""
+    x, labels, _ = gallery.matrix()
+    c = IdentityClassifier()
+    c.ids = sorted(set(labels.tolist()))
+    index = {pid: i for i, pid in enumerate(c.ids)}
+    c._templates = {"embedding": x}
+    c._owner = np.array([index[p] for p in labels], np.int64)
+    c._synthetic = np.zeros(len(labels), bool)
+    c._svm_w, c._svm_b = np.zeros((len(c.ids), x.shape[1]), np.float32), np.zeros(len(c.ids), np.float32)
+    t0 = time.perf_counter()
+    c.without({c.ids[0]})
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                                 gallery_path=door, models=lambda: {"primary": MODEL},
                                 record=lambda k, **p: events.append((k, p)),
                                 client_factory=link.client_factory(settings, "door"), host="127.0.0.1", port=port)
+            applies = _timed_applies()
             follower.start()
             common = dict(gallery_path=admin, private_key_path=priv, fleet="site", root="edge-mfr/fleet/site",
                           state_path=tmp / "published.json", client_factory=link.client_factory(settings, "admin"),
@@ -134,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.005)
             revoke_s = time.perf_counter() - t0
             follower.stop()
+            forget_s = _forget_s(g)
         finally:
             broker.terminate()
             broker.wait(10)
@@ -143,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         "publish_to_applied_s": round(full_s, 2), "door_gallery_read_s": round(read_s, 2),
         "frame_loop_longest_gap_ms": round(1000 * max(gaps, default=0.0), 1), "frames_during_read": len(gaps),
         "revoke_delta_bytes": delta["bytes"], "revoke_publish_to_applied_s": round(revoke_s, 3),
+        "door_full_apply_s": round(applies[0], 3), "door_revoke_apply_s": round(applies[-1], 3),
+        "door_loop_forget_one_s": round(forget_s, 4),
         "process_rss_before_mib": round(rss0, 1), "process_peak_rss_mib": round(rss_peak, 1),
         "people_applied": len(g), "refusals": [p for k, p in events if k == "fleet_refused"],
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 from edge_mfr.errors import EdgeMfrError
 from edge_mfr.interfaces.fleet import keys, link, payload
-from edge_mfr.interfaces.fleet.bundle import DoorRule
+from edge_mfr.interfaces.fleet.bundle import BundleHeader, DoorRule
 from edge_mfr.interfaces.fleet.follower import Follower, load_rules
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,16 @@ def attach_fleet(app: Any) -> Follower:
         if kind == "gallery_reloaded":
             _apply_rules(app)
 
+    def forget(header: BundleHeader) -> None:
+        """The door stops matching revoked or changed people now; the reload brings the changed ones back."""
+        if header.kind == "delta":
+            app.forget_people([*header.revoked, *header.people])
+        elif app.identifier is not None:
+            keep = set(header.people)
+            app.forget_people([p.person_id for p in app.identifier.gallery.people if p.person_id not in keep])
+
     app.on_event.append(on_event)
+    follower.on_applied.append(forget)
     app.fleet = follower
     follower.start()
     log.info("fleet %s: following %s (gallery v%d)", cfg.fleet.id, cfg.fleet.topic_root, follower.state.version)

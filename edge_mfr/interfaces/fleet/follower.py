@@ -4,10 +4,12 @@ A bundle is applied only when, in this order: its chunks reassemble to the index
 signature verifies with a configured fleet key, it names this door's fleet, it moves the gallery version
 forward (full: any newer version; delta: exactly on top of the version the door runs), and its people were
 made with this door's embedder models. Anything else is refused with a journaled reason and the gallery is
-left as it was. Applying writes the gallery through :meth:`Gallery.edit` (locked, atomic), then the per-door
+left as it was. A full bundle rewrites the gallery through :meth:`Gallery.edit` (locked, atomic); a delta
+is written as a small change file beside it (:mod:`edge_mfr.identity.gallery_delta`, same lock, atomic,
+replayed by every load), so a revoke costs milliseconds whatever the gallery's size. Then the per-door
 rules, then the applied version: a crash in between re-applies the same bundle at the next start, which is
-harmless. The running door loop notices the changed gallery file and switches between frames, exactly as
-after a local enrollment.
+harmless. The running door loop notices the changed gallery and switches between frames, exactly as after
+a local enrollment; ``on_applied`` hooks (the appliance's in-memory revoke) hear of each bundle first.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_mfr.errors import EdgeMfrError
-from edge_mfr.identity.gallery import Gallery
+from edge_mfr.identity import gallery_delta
+from edge_mfr.identity.gallery import Gallery, GalleryModelMismatch
 from edge_mfr.interfaces.fleet import bundle as bundle_mod
 from edge_mfr.interfaces.fleet import payload as payload_mod
 from edge_mfr.interfaces.fleet import transport
@@ -107,6 +110,26 @@ def load_rules(gallery: Path) -> dict[str, DoorRule]:
 
 
 KEEP_APPLIED = 256
+MAX_DELTA_FILES = 64  # deltas beside the gallery before the next one rewrites it (the publisher sends a
+                      # full bundle every 32, so this only bounds a door that missed those)
+
+
+def _rewrite(header: BundleHeader, incoming: Gallery, gallery_path: Path) -> int:
+    """Apply by rewriting the whole gallery (a full bundle; a delta that folds many in): locked, atomic."""
+    with Gallery.edit(gallery_path, incoming.model_sha256, dim=incoming.dim,
+                      extra_models=incoming.extra_models) as gallery:
+        if header.kind == "full":
+            keep = set(header.people)
+            for person in gallery.people:
+                if person.person_id not in keep:
+                    gallery.remove(person.person_id)
+        present = {p.person_id for p in gallery.people}
+        for pid in header.revoked:
+            if pid in present:
+                gallery.remove(pid)
+        for person in incoming.people:
+            gallery.put_person(person)
+        return len(gallery)
 
 
 def apply_bundle(header: BundleHeader, data: bytes, gallery_path: Path, models: dict[str, str],
@@ -132,26 +155,22 @@ def apply_bundle(header: BundleHeader, data: bytes, gallery_path: Path, models: 
     if sorted(p.person_id for p in incoming.people) != sorted(header.people):
         raise BundleError(f"bundle v{header.version}: payload people differ from the signed list")
     rules = load_rules(gallery_path) if header.kind == "delta" else {}
-    if gallery_path.exists() and payload_mod.gallery_models(Gallery.load(gallery_path, with_crops=False)) != models:
-        if header.kind == "delta":
-            raise BundleError(f"delta v{header.version} cannot apply to a gallery of other embedders")
+    other = f"delta v{header.version} cannot apply to a gallery of other embedders"
+    if header.kind == "full" and gallery_path.exists() and payload_mod.file_models(gallery_path) != models:
         gallery_path.unlink()  # made with other embedders (unusable here): the fleet's full gallery replaces it
-    with Gallery.edit(gallery_path, incoming.model_sha256, dim=incoming.dim,
-                      extra_models=incoming.extra_models) as gallery:
-        if header.kind == "full":
-            keep = set(header.people)
-            for person in gallery.people:
-                if person.person_id not in keep:
-                    gallery.remove(person.person_id)
-        for pid in header.revoked:
-            if any(p.person_id == pid for p in gallery.people):
-                gallery.remove(pid)
-            rules.pop(pid, None)
-        for person in incoming.people:
-            gallery.put_person(person)
-            rules.pop(person.person_id, None)
-        rules.update(header.rules)
-        people = len(gallery)
+    if (header.kind == "delta" and gallery_path.exists()
+            and len(gallery_delta.delta_files(gallery_path)) < MAX_DELTA_FILES):
+        try:  # checks the gallery's models from its header under the lock, then writes the small delta file
+            people = gallery_delta.append(gallery_path, incoming.people, header.revoked, incoming)
+        except GalleryModelMismatch:
+            raise BundleError(other) from None
+    else:
+        if header.kind == "delta" and gallery_path.exists() and payload_mod.file_models(gallery_path) != models:
+            raise BundleError(other)
+        people = _rewrite(header, incoming, gallery_path)
+    for pid in [*header.revoked, *(p.person_id for p in incoming.people)]:
+        rules.pop(pid, None)
+    rules.update(header.rules)
     _write_json(rules_path(gallery_path), {pid: r.to_json() for pid, r in rules.items()})
     applied = {**state.applied, str(header.version): digest}
     applied = dict(sorted(applied.items(), key=lambda kv: int(kv[0]))[-KEEP_APPLIED:])
@@ -183,6 +202,8 @@ class Follower:
         self._client: Any = None
         self._thread: threading.Thread | None = None
         self.applied = threading.Event()  # set after each apply (tests)
+        #: called with each applied bundle's header, after it is on disk and before it is journaled
+        self.on_applied: list[Callable[[BundleHeader], None]] = []
 
     def start(self) -> None:
         client = self._client_factory()
@@ -265,6 +286,11 @@ class Follower:
                 self._refuse(pick, str(exc))
                 continue
             log.info("fleet: applied %s bundle v%d (%d people)", header.kind, header.version, self.state.people)
+            for hook in self.on_applied:
+                try:
+                    hook(header)
+                except Exception:  # noqa: BLE001 - the bundle is applied; the door loop re-reads it anyway
+                    log.exception("fleet: on_applied hook failed")
             self.record("fleet_applied", version=header.version, bundle_kind=header.kind,
                         people=self.state.people, revoked=list(header.revoked), key_id=header.key_id)
             self._report()

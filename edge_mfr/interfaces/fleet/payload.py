@@ -14,12 +14,20 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from edge_mfr.identity.gallery import Gallery, GalleryModelMismatch, Person
+from edge_mfr.identity.gallery import Gallery, GalleryModelMismatch, Person, read_header
 
 
 def gallery_models(gallery: Gallery) -> dict[str, str]:
     """Embedder -> model sha256 the gallery's templates were made with ("primary", then extras by file name)."""
     return {"primary": gallery.model_sha256, **{m.name: m.sha256 for m in gallery.extra_models}}
+
+
+def file_models(path: Path) -> dict[str, str]:
+    """gallery_models of a gallery file from its header alone (no templates read: cheap at any size)."""
+    header, _ = read_header(path)
+    extra = header.get("extra_models", [])
+    return {"primary": str(header.get("model_sha256")),
+            **{str(m.get("name")): str(m.get("sha256")) for m in extra if isinstance(m, dict)}}
 
 
 def pipeline_models(embedder_ids: list[tuple[str, str]]) -> dict[str, str]:
