@@ -45,16 +45,15 @@ if str(REPO_ROOT) not in sys.path:  # `python tools/convert.py` from anywhere st
     sys.path.insert(0, str(REPO_ROOT))
 
 from edge_mfr.errors import EdgeMfrError, InputNotFoundError, ModelError  # noqa: E402
+from edge_mfr.vision.align import TEMPLATES  # noqa: E402
 
 log = logging.getLogger("convert")
 
 QUANT_MODES = ("fp32", "fp16", "dynamic", "int8", "none")
 FORMATS = ("auto", "keras", "savedmodel", "frozen", "onnx", "tflite")
-# Alignment templates for --calib-kind crops, in the detector's keypoint order (subject's right eye, left
-# eye, nose tip, mouth centre), and their crop size. facenet160 is edge_mfr.vision.align's own template;
-# arcface112 is InsightFace's five-point ArcFace template with the two mouth corners merged into their mean.
-ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [56.1396, 92.2848]], np.float32)
-ALIGN_TEMPLATES = ("facenet160", "arcface112")
+# Alignment templates for --calib-kind crops: the device's own (edge_mfr.vision.align.TEMPLATES), so a
+# model is calibrated on exactly the crops the appliance will feed it.
+ALIGN_TEMPLATES = tuple(TEMPLATES)
 CALIB_KINDS = ("crops", "frames", "center")
 MANIFEST_FORMAT = 1
 EXIT_BAD_INPUT = 2
@@ -364,29 +363,6 @@ def center_crop_to(image: np.ndarray, h: int, w: int) -> np.ndarray:
     return cv2.resize(image[top : top + side, left : left + side], (w, h), interpolation=cv2.INTER_AREA)
 
 
-def arcface_crops_from_paths(paths: Sequence[Path], size: int) -> Iterator[tuple[Path, np.ndarray]]:
-    """Like edge_mfr.vision.align.face_crops_from_paths, on the ArcFace 112 template (4-point fit)."""
-    import cv2
-
-    from edge_mfr.vision.align import ALIGN_POINTS, similarity_transform
-    from edge_mfr.vision.detector import BlazeFaceDetector
-    from edge_mfr.vision.faces import best_face, detect_faces
-    from edge_mfr.vision.imageio import read_image
-
-    detector = BlazeFaceDetector("short")
-    for path in paths:
-        try:
-            image = read_image(path)
-        except (OSError, ValueError):
-            continue
-        face = best_face(detect_faces(detector, image), image.shape)
-        if face is None:
-            continue
-        matrix = similarity_transform(face.keypoints[list(ALIGN_POINTS)], ARCFACE_112 * (size / 112))
-        yield Path(path), cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                                         borderMode=cv2.BORDER_REPLICATE)
-
-
 def iter_images(
     paths: Sequence[Path], kind: str, h: int, w: int, template: str = "facenet160"
 ) -> Iterator[tuple[Path, np.ndarray]]:
@@ -396,7 +372,7 @@ def iter_images(
     if kind == "crops":
         from edge_mfr.vision.align import face_crops_from_paths
 
-        crops = arcface_crops_from_paths(paths, h) if template == "arcface112" else face_crops_from_paths(paths)
+        crops = face_crops_from_paths(paths, template=template, size=h)
         for path, crop in crops:
             if crop.shape[:2] != (h, w):
                 crop = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)

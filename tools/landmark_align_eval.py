@@ -40,19 +40,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from edge_mfr.vision.align import ALIGN_POINTS, MASKED_ALIGN_POINTS, TEMPLATE_160, similarity_transform  # noqa: E402
+from edge_mfr.vision.align import ALIGN_POINTS, MASKED_ALIGN_POINTS, TEMPLATES, similarity_transform  # noqa: E402
 from edge_mfr.vision.detector import BlazeFaceDetector  # noqa: E402
 from edge_mfr.vision.faces import best_face, detect_faces  # noqa: E402
 from edge_mfr.vision.imageio import read_image  # noqa: E402
-from edge_mfr.vision.landmarks import FaceLandmarker, keypoints_like_blazeface  # noqa: E402
+from edge_mfr.vision.landmarks import CORNER_POINTS, FaceLandmarker, keypoints_like_blazeface  # noqa: E402
 from edge_mfr.vision.runtime import TFLiteModel, find_model  # noqa: E402
 
-# InsightFace's ArcFace 112 template, mouth corners merged, in ALIGN_POINTS order (as tools/convert.py).
-ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [56.1396, 92.2848]], np.float32)
-TEMPLATES = {"facenet160": (TEMPLATE_160, 160), "arcface112": (ARCFACE_112, 112)}
 EMBEDDERS = ("facenet_int8.tflite", "fr_feature_dynamic.tflite", "mobilefacenet.tflite")
 METHODS = ("blazeface", "mesh", "mesh_corners")
-CORNER_POINTS = (33, 133, 362, 263, 168, 1)  # eye corners (right outer/inner, left inner/outer), bridge, tip
 
 
 @dataclass

@@ -151,9 +151,11 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def face_crops_from_paths(
-    paths: Iterable[Path], detector=None, crop_kind: str = "auto"
+    paths: Iterable[Path], detector=None, crop_kind: str = "auto", template: str = DEFAULT_TEMPLATE,
+    size: int | None = None,
 ) -> Iterator[tuple[Path, np.ndarray]]:
-    """Aligned crops of the most prominent face of each readable image (images without a face are skipped).
+    """Aligned crops (``template``, ``size``) of the most prominent face of each readable image (images
+    without a face are skipped).
 
     Used by the host converter to build int8 calibration sets from an image folder.
     """
@@ -170,4 +172,4 @@ def face_crops_from_paths(
         faces = detect_faces(detector, image, crop_kind=crop_kind)
         face = best_face(faces, image.shape)
         if face is not None:
-            yield Path(path), align_face(image, face)
+            yield Path(path), align_face(image, face, size=size, template=template)
