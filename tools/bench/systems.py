@@ -253,7 +253,8 @@ class Dlib(Baseline):
 
 
 class EdgeMfr:
-    """edge-mfr's door path for speed runs: detect (camera frame), align, embed, mask status, decide."""
+    """edge-mfr's door path for speed runs: detect (camera frame), align, embed, mask status, decide, with the
+    default embedder set and its cascade (the extra embedders only where they can change the outcome)."""
 
     name = "edge-mfr"
 
@@ -261,27 +262,31 @@ class EdgeMfr:
         from edge_mfr.vision.mask_status import MaskStatusClassifier
         from edge_mfr.vision.pipeline import FacePipeline
 
-        # FaceNet alone: the peer bench's protocol enrolls with one embedder (fused enrollment: issue 11 follow-up)
-        self.pipeline = FacePipeline("blazeface", num_threads=threads, embedders=["facenet_int8.tflite"])
+        self.pipeline = FacePipeline("blazeface", num_threads=threads)
         self.mask_status = MaskStatusClassifier.load()
         self.classifier = None
 
-    def fit(self, embeddings: np.ndarray, labels: list[str], synthetic: np.ndarray) -> None:
-        """As the daemon does: SVM weights from a cache file, fitted in a child process (no scikit-learn here)."""
+    def fit(self, embeddings: dict[str, np.ndarray], labels: list[str], synthetic: np.ndarray) -> None:
+        """As the daemon does: the fusion's thresholds, SVM weights from a cache file fitted in a child process
+        (no scikit-learn here). ``embeddings``: embedder name -> template rows."""
         import tempfile
         from pathlib import Path
 
-        from edge_mfr.identity.classifier import IdentityClassifier
+        from edge_mfr.identity.classifier import IdentityClassifier, Thresholds
+        from edge_mfr.identity.fusion import load_fusion
 
+        fusion = load_fusion(self.pipeline.embedder_ids)
+        thresholds = Thresholds(**fusion.thresholds) if fusion.thresholds is not None else None
         self._cache_dir = tempfile.TemporaryDirectory(prefix="edge-mfr-bench-")
-        self.classifier = IdentityClassifier().fit(embeddings, np.array(labels), synthetic,
-                                                   svm_cache=Path(self._cache_dir.name) / "gallery.npz.svm.npz",
-                                                   out_of_process=True)
+        self.classifier = IdentityClassifier(thresholds).fit(
+            embeddings, np.array(labels), synthetic, svm_cache=Path(self._cache_dir.name) / "gallery.npz.svm.npz",
+            out_of_process=True, fusion=fusion)
 
     def detect(self, image: np.ndarray) -> list:
         return self.pipeline.detect(image, crop_kind="photo")
 
     def recognize(self, image: np.ndarray) -> list[str | None]:
+        from edge_mfr.identity.identify import needs_extras
         from edge_mfr.vision.mask_status import features
 
         faces = self.pipeline.detect(image, crop_kind="photo")
@@ -290,9 +295,9 @@ class EdgeMfr:
         analyzed = self.pipeline.analyze_faces(image, faces)
         e = np.stack([a.embedding for a in analyzed])
         masked = self.mask_status.decision(features(e, [a.crop for a in analyzed])) > 0
-        # The same rule as Identifier.identify: masked faces are matched by their eyes-and-nose crop.
-        return [d.person_id for d in self.classifier.decide(self.pipeline.embed_for_identity(image, analyzed, masked),
-                                                            masked)]
+        # The same rules as Identifier.identify: masked faces re-aligned, the cascade picks the extra embedders.
+        rows = self.pipeline.embed_for_identity(image, analyzed, masked, needs_extras(self.classifier, e, masked))
+        return [d.person_id for d in self.classifier.decide(rows, masked)]
 
 
 def load_system(name: str, threads: int):

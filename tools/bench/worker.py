@@ -18,6 +18,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,12 +68,13 @@ def _edge_accuracy(threads: int, view_dir: Path, subsets: list[str], strangers: 
     from edge_mfr.vision.pipeline import FacePipeline
     from tools.bench.protocol import split
 
-    # FaceNet alone, as systems.EdgeMfr's speed runs (their gallery comes from this enrollment); the fused
-    # default set is measured by `edge-mfr eval` / `edge-mfr bench` (README), not yet by the peer bench.
-    pipeline = FacePipeline("blazeface", num_threads=threads, embedders=["facenet_int8.tflite"])
+    # The default embedder set, as systems.EdgeMfr's speed runs (their gallery comes from this enrollment).
+    pipeline = FacePipeline("blazeface", num_threads=threads)
     report = run_eval(view_dir, subsets, strangers, pipeline)
     report = {k: v for k, v in report.items() if not k.startswith("_")}
-    embeddings, labels, synthetic = [], [], []
+    names = [e.name for e in pipeline.embedders]
+    embeddings: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    labels, synthetic = [], []
     for identity, rows in split(read_labels(view_dir), subsets, strangers).enroll.items():
         if not rows:
             continue
@@ -80,12 +82,23 @@ def _edge_accuracy(threads: int, view_dir: Path, subsets: list[str], strangers: 
             result = prepare_enrollment(pipeline, [view_dir / r.path for r in rows], EnrollOptions())
         except EnrollmentError:
             continue
-        embeddings.append(result.embeddings)
+        embeddings[names[0]].append(result.embeddings)
+        for n in names[1:]:
+            embeddings[n].append(result.extra_embeddings[n])
         labels += [identity] * len(result.embeddings)
         synthetic += [m.synthetic for m in result.metas]
-    np.savez(work_dir / "gallery.npz", embeddings=np.concatenate(embeddings), labels=np.array(labels),
-             synthetic=np.array(synthetic, bool))
+    np.savez(work_dir / "gallery.npz", labels=np.array(labels), synthetic=np.array(synthetic, bool),
+             embedders=np.array(names), **{f"{EMBEDDINGS_PREFIX}{i}": np.concatenate(embeddings[n])
+                                           for i, n in enumerate(names)})
     return report
+
+
+EMBEDDINGS_PREFIX = "embeddings_"  # edge-mfr's bench gallery: one array per embedder, in "embedders" order
+
+
+def _edge_templates(g: Any) -> dict[str, np.ndarray]:
+    """Embedder name -> template rows of an edge-mfr bench gallery (see _edge_accuracy)."""
+    return {str(n): g[f"{EMBEDDINGS_PREFIX}{i}"] for i, n in enumerate(g["embedders"])}
 
 
 def _read_rgb(path: str) -> np.ndarray:
@@ -107,7 +120,7 @@ def speed(system: str, threads: int, launched_at: float, work: str, frame_image:
     g = np.load(Path(work) / "gallery.npz")
     labels = [str(x) for x in g["labels"]]
     if system == "edge-mfr":
-        impl.fit(g["embeddings"], labels, g["synthetic"])
+        impl.fit(_edge_templates(g), labels, g["synthetic"])
     elif system == "seed":
         impl.svc = pickle.loads((Path(work) / "svc.pkl").read_bytes())
         impl.ids = [str(c) for c in impl.svc.classes_]
