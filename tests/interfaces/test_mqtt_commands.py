@@ -473,12 +473,17 @@ def test_a_duplicate_enroll_over_mosquitto_is_refused_unless_confirmed(tmp_path,
         def answer():
             return next((a for a in map(json.loads, op.on(T.result)) if a["id"] == request_id), None)
 
-        assert wait_until(answer, 120.0), f"no answer to {request_id}"
+        assert wait_until(answer, 300.0), f"no answer to {request_id}"
         return answer()
 
     try:
         client.start()
         client.wait_connected(TIMEOUT)
+        # wait_connected does not wait for the device's SUBACK: knock (unsigned, refused, harmless) until it
+        # answers, so the first enroll cannot be published before the device listens on a loaded machine
+        knocks = iter(range(10_000))
+        assert wait_until(lambda: op.publish(ENROLL, raw({"id": f"knock-{next(knocks)}"})) or op.on(T.result),
+                          TIMEOUT, step=0.5)
         first = ask("e1", {"name": "Colin Powell", "images": _lfw(data_dir, range(1, 4))})
         assert first["ok"] and first["outcome"] == "enrolled" and first["name"] == "Colin Powell", first
         colin_id = first["person_id"]
