@@ -35,5 +35,16 @@ class EnrollmentError(EdgeMfrError, ValueError):
     """Enrollment input yielded no usable face, or the name is invalid."""
 
 
+class DuplicatePersonError(EnrollmentError):
+    """A new enrollment's faces match someone already enrolled; carries who, so each interface (CLI, kiosk,
+    MQTT) can name the match and say how to confirm in its own terms."""
+
+    def __init__(self, message: str, *, person_id: str, name: str, score: float):
+        super().__init__(message)
+        self.person_id = person_id
+        self.name = name
+        self.score = score
+
+
 class ConfigError(EdgeMfrError, ValueError):
     """The configuration file is invalid."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_mfr.errors import EnrollmentError, ImageError, InputNotFoundError
+from edge_mfr.errors import DuplicatePersonError, EnrollmentError, ImageError, InputNotFoundError
 from edge_mfr.identity.gallery import ExtraModel, Gallery, TemplateMeta, source_label, validate_name
 from edge_mfr.identity.similarity import DUPLICATE, SAME_PERSON, agreement_groups, gallery_matches
 from edge_mfr.native_output import native_chatter_to_log
@@ -71,6 +71,9 @@ class EnrollmentResult:
     extra_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     metas: list[TemplateMeta] = field(default_factory=list)
     crops: list[np.ndarray | None] = field(default_factory=list)
+    # set by enroll(): whether the faces went to a person already enrolled, and that person's name
+    added_to_existing: bool = False
+    person_name: str = ""
 
     def summary_lines(self) -> list[str]:
         synthetic = sum(m.synthetic for m in self.metas)
@@ -267,11 +270,12 @@ def check_not_enrolled(gallery: Gallery, result: EnrollmentResult, target: str |
     for match in gallery_matches(real, [p for p in gallery.people if p.person_id != target], threshold):
         if match.person_id.casefold() in confirmed or match.name.casefold() in confirmed:
             continue
-        raise EnrollmentError(
+        raise DuplicatePersonError(
             f"these faces match {match.name!r} ({match.person_id}, similarity {match.score:.2f}), who is already "
             f"enrolled: to add them to that person use --same-as {match.person_id} (kiosk: tick 'add to a person "
             f"already enrolled' with that name); if this is someone else, say so with --different-from "
-            f"{match.person_id} (kiosk: 'Different from')")
+            f"{match.person_id} (kiosk: 'Different from')", person_id=match.person_id, name=match.name,
+            score=float(match.score))
 
 
 def enroll(gallery_path: Path, name: str, paths: Iterable[Path | str], pipeline: FacePipeline,
@@ -311,8 +315,10 @@ def enroll(gallery_path: Path, name: str, paths: Iterable[Path | str], pipeline:
                 person = None
         check_not_enrolled(gallery, result, person.person_id if person else None, different_from,
                            options.duplicate)
+        result.added_to_existing = person is not None
         if person is None:
             person = gallery.add_person(name, allowed=allowed)
+        result.person_name = person.name
         gallery.add_templates(person.person_id, result.embeddings, result.metas, crops=result.crops,
                               extra=result.extra_embeddings)
     return person.person_id, result

@@ -59,6 +59,8 @@ COMMANDS = ("unlock", "lock", "reload", "enroll", "remove_person", "clear_lockou
 SIGNED_COMMANDS = frozenset({"unlock", "enroll", "remove_person", "clear_lockout"})
 RESULT_NAME = "result"  # <prefix>/command/result carries the answers; the device ignores it as input
 MAX_IMAGES = 20
+MAX_DIFFERENT_FROM = 20  # people an enroll command may confirm it is not
+MAX_PERSON_REF = 100  # a person id or name in same_as / different_from (names are at most 100 characters)
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, no spaces
 _SIG_RE = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -97,10 +99,11 @@ class CommandLimits:
 class _Reject(Exception):
     """A refused command; ``reason`` goes to the journal and the result topic."""
 
-    def __init__(self, reason: str, *, failed: bool = False):
+    def __init__(self, reason: str, *, failed: bool = False, details: dict[str, Any] | None = None):
         super().__init__(reason)
         self.reason = reason
         self.failed = failed  # a valid command whose execution failed (vs. refused as invalid)
+        self.details = details or {}  # added to the answer (e.g. the enrolled person a new face matches)
 
 
 def canonical_json(body: Mapping[str, Any]) -> bytes:
@@ -195,14 +198,14 @@ class CommandHandler:
     """Checks and runs one command message at a time (thread-safe; the MQTT client calls it from a worker).
 
     ``doors``: a LockBank, a mapping name -> DoorLock, or DoorLocks. ``secret``: the shared HMAC secret
-    (None refuses every signed command). ``enroll(name, images, add, allowed) -> dict`` and
-    ``remove_person(person_id) -> dict`` change the gallery (see :class:`GalleryCommands`); ``reload()``
+    (None refuses every signed command). ``enroll(name, images, add, allowed, *, same_as, different_from) ->
+    dict`` and ``remove_person(person_id) -> dict`` change the gallery (see :class:`GalleryCommands`); ``reload()``
     re-reads gallery and settings. ``clock`` gives Unix seconds (for the ``ts`` window).
     """
 
     def __init__(self, topic_prefix: str, doors: Any, *, secret: bytes | None = None,
                  journal: Any = None, limits: CommandLimits | None = None,
-                 enroll: Callable[[str, list[bytes], bool, bool], dict[str, Any]] | None = None,
+                 enroll: Callable[..., dict[str, Any]] | None = None,
                  remove_person: Callable[[str], dict[str, Any]] | None = None,
                  reload: Callable[[], Any] | None = None, clock: Callable[[], float] = time.time):
         self.prefix = topic_prefix
@@ -244,7 +247,7 @@ class CommandHandler:
             self._journal("command", result, topic, retained)
             return result
         except _Reject as exc:
-            result = CommandResult(False, command, request_id, exc.reason)
+            result = CommandResult(False, command, request_id, exc.reason, exc.details)
             self._journal("command_failed" if exc.failed else "command_rejected", result, topic, retained)
             return result
         except Exception as exc:  # a bug or a failing dependency: report it, never take the client down
@@ -444,16 +447,37 @@ class CommandHandler:
         add, allowed = body.get("add", False), body.get("allowed", True)
         if not isinstance(add, bool) or not isinstance(allowed, bool):
             raise _Reject("'add' and 'allowed' must be true or false")
+        same_as = _text(body, "same_as", required=False, max_len=MAX_PERSON_REF)
+        different_from = body.get("different_from")
+        if different_from is None:
+            different_from = []
+        if (not isinstance(different_from, list) or len(different_from) > MAX_DIFFERENT_FROM
+                or not all(isinstance(d, str) and d.strip() and len(d) <= MAX_PERSON_REF for d in different_from)):
+            raise _Reject(f"'different_from' must be a list of at most {MAX_DIFFERENT_FROM} person ids or names "
+                          f"(non-empty strings of at most {MAX_PERSON_REF} characters)")
         if self._enroll is None:
             raise _Reject("enroll is not available on this device", failed=True)
-        return self._call(self._enroll, name, decoded, add, allowed)
-
-    @staticmethod
-    def _call(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-        from edge_mfr.errors import EdgeMfrError
+        from edge_mfr.errors import DuplicatePersonError
 
         try:
-            return dict(fn(*args) or {})
+            return self._call(self._enroll, name, decoded, add, allowed, same_as=same_as,
+                              different_from=tuple(different_from))
+        except DuplicatePersonError as exc:  # name the match, and how to confirm in this command's terms
+            raise _Reject(f"these faces match {exc.name!r} ({exc.person_id}, similarity {exc.score:.2f}), who is "
+                          f"already enrolled: to add them to that person send \"same_as\": "
+                          f"{json.dumps(exc.person_id)}; if this is someone else send \"different_from\": "
+                          f"[{json.dumps(exc.person_id)}]", failed=True,
+                          details={"match": {"person_id": exc.person_id, "name": exc.name,
+                                             "similarity": round(exc.score, 3)}}) from None
+
+    @staticmethod
+    def _call(fn: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from edge_mfr.errors import DuplicatePersonError, EdgeMfrError
+
+        try:
+            return dict(fn(*args, **kwargs) or {})
+        except DuplicatePersonError:
+            raise
         except EdgeMfrError as exc:  # expected failures (no face, unknown person, locked gallery)
             raise _Reject(str(exc).splitlines()[0][:300], failed=True) from None
 
@@ -480,6 +504,9 @@ class CommandHandler:
             door = result.details.get("door") if isinstance(result.details.get("door"), str) else None
             details = {"door": door, "command": result.command, "request_id": result.request_id,
                        "topic": str(topic)[:200], "retained": bool(retained)}
+            for key in ("person_id", "outcome"):  # who an enroll added or enrolled, for the audit trail
+                if isinstance(result.details.get(key), str):
+                    details[key] = result.details[key]
             noise = getattr(self.journal, "record_noise", None)
             if kind == "command_rejected" and noise is not None:
                 noise(kind, result.reason, **details)
@@ -516,7 +543,11 @@ class GalleryCommands:
                 self._pipeline = self._factory()
         return self._pipeline
 
-    def enroll(self, name: str, images: list[bytes], add: bool, allowed: bool) -> dict[str, Any]:
+    def enroll(self, name: str, images: list[bytes], add: bool, allowed: bool, *, same_as: str | None = None,
+               different_from: Iterable[str] = ()) -> dict[str, Any]:
+        """Enroll with the CLI's meaning: ``same_as`` (id or name) adds the faces to that person, and
+        ``different_from`` confirms a match with those people is someone else. The answer says which:
+        ``outcome`` is ``"added"`` (to ``person_id``/``name``) or ``"enrolled"`` (a new person)."""
         from edge_mfr.identity.enroll import enroll
 
         with tempfile.TemporaryDirectory(prefix="edge-mfr-enroll-") as tmp:  # mode 700: faces are private
@@ -527,8 +558,10 @@ class GalleryCommands:
                 path.write_bytes(data)
                 paths.append(path)
             person_id, result = enroll(self.gallery_path, name, paths, self._get_pipeline(),
-                                       add_to_existing=add, allowed=allowed)
-        return {"person_id": person_id, "kept": len(result.kept), "dropped": len(result.dropped),
+                                       add_to_existing=add, allowed=allowed, same_as=same_as,
+                                       different_from=different_from)
+        return {"outcome": "added" if result.added_to_existing else "enrolled", "person_id": person_id,
+                "name": result.person_name, "kept": len(result.kept), "dropped": len(result.dropped),
                 "templates": len(result.metas)}
 
     def remove_person(self, person_id: str) -> dict[str, Any]:

@@ -385,3 +385,143 @@ def test_enroll_and_remove_person_over_mosquitto(tmp_path, broker, door, astrona
     finally:
         client.stop()
         op.close()
+
+
+# ------------------------------------------- enroll integrity: same_as / different_from (issue 13)
+
+ENROLL = T.command("enroll")
+_TINY_JPEG = base64.b64encode(b"\xff\xd8\xff\xe0 not decoded by the fake").decode()
+
+
+def _enroll_handler(door, journal=None):
+    calls = []
+
+    def fake_enroll(name, images, add, allowed, *, same_as=None, different_from=()):
+        calls.append({"name": name, "add": add, "allowed": allowed, "same_as": same_as,
+                      "different_from": different_from})
+        return {"outcome": "added" if same_as else "enrolled", "person_id": "p1", "name": name}
+
+    return handler_for(door, journal, enroll=fake_enroll), calls
+
+
+def test_enroll_passes_same_as_and_different_from_through(door):
+    handler, calls = _enroll_handler(door)
+    body = {"name": "Colin", "images": [_TINY_JPEG], "same_as": "colin-powell",
+            "different_from": ["george-w-bush", "Someone Else"]}
+    result = handler.handle(ENROLL, raw(signed(ENROLL, body)))
+    assert result.ok, result.reason
+    assert calls == [{"name": "Colin", "add": False, "allowed": True, "same_as": "colin-powell",
+                      "different_from": ("george-w-bush", "Someone Else")}]
+    assert handler.handle(ENROLL, raw(signed(ENROLL, {"name": "Colin", "images": [_TINY_JPEG],
+                                                      "same_as": None, "different_from": None}))).ok
+    assert calls[-1]["same_as"] is None and calls[-1]["different_from"] == ()
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"same_as": 7}, "'same_as' must be a non-empty string of at most 100 characters"),
+    ({"same_as": ""}, "'same_as' must be a non-empty string"),
+    ({"same_as": "x" * 101}, "'same_as' must be a non-empty string of at most 100 characters"),
+    ({"same_as": ["colin-powell"]}, "'same_as' must be a non-empty string"),
+    ({"different_from": "colin-powell"}, "'different_from' must be a list of at most 20 person ids or names"),
+    ({"different_from": [3]}, "'different_from' must be a list"),
+    ({"different_from": ["  "]}, "'different_from' must be a list"),
+    ({"different_from": ["x" * 101]}, "'different_from' must be a list"),
+    ({"different_from": [f"p{i}" for i in range(21)]}, "'different_from' must be a list of at most 20"),
+    ({"different_from": {"a": "b"}}, "'different_from' must be a list"),
+])
+def test_malformed_same_as_or_different_from_is_refused_before_enrolling(door, change, reason):
+    handler, calls = _enroll_handler(door)
+    result = handler.handle(ENROLL, raw(signed(ENROLL, {"name": "Colin", "images": [_TINY_JPEG], **change})))
+    assert not result.ok and result.reason.startswith(reason), result.reason
+    assert calls == []
+
+
+def test_the_signature_covers_same_as_and_different_from(door):
+    handler, calls = _enroll_handler(door)
+    good = signed(ENROLL, {"name": "Colin", "images": [_TINY_JPEG], "different_from": ["colin-powell"]})
+    for tampered in ({**good, "different_from": ["someone-else"]}, {**good, "same_as": "colin-powell"},
+                     {k: v for k, v in good.items() if k != "different_from"}):
+        result = handler.handle(ENROLL, raw(tampered))
+        assert not result.ok and result.reason == "bad signature"
+    assert calls == []
+
+
+def _lfw(data_dir, numbers) -> list[str]:
+    folder = data_dir / "lfw" / "ColinPowell"
+    return [base64.b64encode(sorted(folder.glob("*.jpg"))[i - 1].read_bytes()).decode() for i in numbers]
+
+
+@pytest.mark.data
+def test_a_duplicate_enroll_over_mosquitto_is_refused_unless_confirmed(tmp_path, broker, door, data_dir):
+    """Real photos through the real enrollment code: the same face under another name is refused naming
+    the match; ``same_as`` adds it to that person, ``different_from`` enrolls a new person; malformed fields
+    change nothing."""
+    from edge_mfr.vision.pipeline import FacePipeline
+
+    gallery_path = tmp_path / "gallery.npz"
+    journal = Journal(tmp_path / "journal.db")
+    gallery = GalleryCommands(gallery_path, lambda: FacePipeline(num_threads=2))
+    handler = handler_for(door, journal, enroll=gallery.enroll)
+    op = mf.Recorder(broker, f"cmd-{DEVICE}", [T.result])
+    client = MqttClient(MqttSettings(device_id=DEVICE, host=broker.host, port=broker.port, username=DEVICE,
+                                     password=mf.USERS[DEVICE]), journal=journal, handler=handler)
+
+    def ask(request_id: str, body: dict, *, sign: bool = True) -> dict:
+        payload = {"id": request_id, **body}
+        op.publish(ENROLL, raw(signed(ENROLL, payload) if sign else payload))
+
+        def answer():
+            return next((a for a in map(json.loads, op.on(T.result)) if a["id"] == request_id), None)
+
+        assert wait_until(answer, 300.0), f"no answer to {request_id}"
+        return answer()
+
+    try:
+        client.start()
+        client.wait_connected(TIMEOUT)
+        # wait_connected does not wait for the device's SUBACK: knock (unsigned, refused, harmless) until it
+        # answers, so the first enroll cannot be published before the device listens on a loaded machine
+        knocks = iter(range(10_000))
+        assert wait_until(lambda: op.publish(ENROLL, raw({"id": f"knock-{next(knocks)}"})) or op.on(T.result),
+                          TIMEOUT, step=0.5)
+        first = ask("e1", {"name": "Colin Powell", "images": _lfw(data_dir, range(1, 4))})
+        assert first["ok"] and first["outcome"] == "enrolled" and first["name"] == "Colin Powell", first
+        colin_id = first["person_id"]
+        before = gallery_path.read_bytes()
+
+        dup = ask("e2", {"name": "Someone Else", "images": _lfw(data_dir, range(4, 6))})
+        assert not dup["ok"], dup
+        assert dup["reason"].startswith(f"these faces match 'Colin Powell' ({colin_id}, similarity ")
+        assert f'"same_as": "{colin_id}"' in dup["reason"] and f'"different_from": ["{colin_id}"]' in dup["reason"]
+        assert "--same-as" not in dup["reason"]  # the CLI's wording is no use to an MQTT sender
+        assert dup["match"]["person_id"] == colin_id and dup["match"]["name"] == "Colin Powell"
+        assert 0 < dup["match"]["similarity"] <= 1
+        assert gallery_path.read_bytes() == before
+
+        for i, bad in enumerate(({"same_as": 12}, {"different_from": colin_id},
+                                 {"different_from": [colin_id] * 21}, {"same_as": ""})):
+            answer = ask(f"bad{i}", {"name": "Someone Else", "images": _lfw(data_dir, range(4, 6)), **bad})
+            assert not answer["ok"] and ("'same_as' must be" in answer["reason"]
+                                         or "'different_from' must be" in answer["reason"]), answer
+        unknown = ask("e3", {"name": "Someone Else", "images": _lfw(data_dir, range(4, 6)), "same_as": "nobody"})
+        assert not unknown["ok"] and "no enrolled person with id or name 'nobody'" in unknown["reason"], unknown
+        assert gallery_path.read_bytes() == before
+
+        added = ask("e4", {"name": "Colin", "images": _lfw(data_dir, range(4, 6)), "same_as": colin_id})
+        assert added["ok"] and added["outcome"] == "added", added
+        assert added["person_id"] == colin_id and added["name"] == "Colin Powell"
+        g = Gallery.load(gallery_path, None, with_crops=False)
+        assert [p.name for p in g.people] == ["Colin Powell"] and g.get(colin_id).num_real == first["kept"] + 2
+
+        other = ask("e5", {"name": "Colin Twin", "images": _lfw(data_dir, range(8, 9)),
+                           "different_from": [colin_id]})
+        assert other["ok"] and other["outcome"] == "enrolled" and other["person_id"] != colin_id, other
+        g = Gallery.load(gallery_path, None, with_crops=False)
+        assert sorted(p.name for p in g.people) == ["Colin Powell", "Colin Twin"]
+
+        audited = {e["payload"]["request_id"]: e for e in journal.query(kind="command", limit=None)}
+        assert audited["e4"]["person_id"] == colin_id and audited["e4"]["payload"]["outcome"] == "added"
+        assert energised(door) == 0
+    finally:
+        client.stop()
+        op.close()
