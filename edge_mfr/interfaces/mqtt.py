@@ -164,6 +164,7 @@ class MqttClient:
         self.stats = {"connects": 0, "published": 0, "acked": 0, "broker_refused": 0, "commands": 0}
         self._client: Any = None
         self._connected = threading.Event()
+        self._subscribed = threading.Event()  # the broker acknowledged this connection's subscriptions
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._mutex = threading.Lock()  # stats and epoch; never held while calling into paho
@@ -206,6 +207,7 @@ class MqttClient:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def start(self) -> None:
@@ -231,13 +233,15 @@ class MqttClient:
         return self._connected.is_set()
 
     def wait_connected(self, timeout: float) -> None:
-        """Block until connected; raise the last clear connection error (or a timeout) otherwise."""
-        if self._connected.wait(timeout):
+        """Block until connected and listening (the broker acknowledged the subscriptions, so a command
+        published from now on reaches this client); raise the last clear error (or a timeout) otherwise."""
+        deadline = time.monotonic() + timeout
+        if self._connected.wait(timeout) and self._subscribed.wait(max(0.0, deadline - time.monotonic())):
             return
         if self.last_error is not None:
             raise self.last_error
-        raise MqttError(f"MQTT broker {self.settings.host}:{self.settings.port}: no connection within "
-                        f"{timeout:g} s")
+        what = "no subscription acknowledged" if self._connected.is_set() else "no connection"
+        raise MqttError(f"MQTT broker {self.settings.host}:{self.settings.port}: {what} within {timeout:g} s")
 
     def stop(self, drain_s: float = 2.0) -> None:
         """Publish ``offline``, disconnect cleanly and stop the threads (unsent events stay in the outbox)."""
@@ -317,6 +321,7 @@ class MqttClient:
                 opts: Any = (SubscribeOptions(qos=1, retainAsPublished=True)
                              if self.settings.protocol == "5" else 1)
                 subs += [(self.topics.commands, opts), (self.topics.ha_lock_commands, opts)]
+            self._subscribed.clear()
             client.subscribe(subs)
             if self.settings.discovery:
                 self.publish_discovery()
@@ -328,9 +333,19 @@ class MqttClient:
         except Exception:
             log.exception("mqtt: on_connect failed")
 
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        refused = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if refused:
+            self._set_error(MqttAuthError(f"MQTT broker {self.settings.host}:{self.settings.port} refused a "
+                                          f"subscription ({', '.join(refused)}): check the ACL for "
+                                          f"{self.topics.commands}"))
+            return
+        self._subscribed.set()
+
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        self._subscribed.clear()
         self._wake.set()
         if was and not self._stop.is_set():
             log.warning("MQTT disconnected (%s); reconnecting with back-off", reason_code)
