@@ -3,7 +3,9 @@
 Faces are routed by mask status, because a mask changes which comparison works (measured with
 `edge-mfr eval` on ../shared/data, int8 FaceNet, 42 enrolled people):
 - unmasked: a linear SVM over the person's real templates ranks the candidates; acceptance needs the
-  mean of the top-3 cosine similarities to the candidate's real templates above ``unmasked``.
+  mean of the top-3 cosine similarities to the candidate's real templates above ``unmasked``. Above
+  SVM_MAX_PEOPLE people that verification score ranks too (see there: the fit's cost grows with the
+  square of the people).
 - masked: the mean similarity to all of a person's templates, real and synthetic-masked, both ranks and
   verifies (masked rank-1 0.824, against 0.765 for the SVM and 0.706 for real templates only).
 Either way the candidate must lead the runner-up by ``margin``. With several embedders (issue 11) every
@@ -27,6 +29,15 @@ from edge_mfr.identity.fusion import Fusion
 from edge_mfr.identity.svm import load_or_fit
 
 TOP_K = 3
+# Galleries of more people than this are ranked by the verification score instead of the linear SVM. The
+# one-vs-rest fit costs people x templates x dimensions per person, so its time grows with the square of
+# the people (tools/bench/classifier_scale.py, x86-64 build machine, 2 shared cores, 4 real + 4 masked
+# templates of 512-d a person: 1.6-2.2 s for 100 people, 3.1 s for 200, 13.4 s for 400, 149 s for 1,000,
+# about 4 hours extrapolated for 10,000), and the door refits on every gallery change. 200 keeps the fit a
+# few seconds (well under a minute on a Pi) and the SVM exactly where it was measured to help (42 people).
+# Decisions stay safe either way: the thresholds and the margin act on the verification score, never the
+# SVM's. Ranking by it is how masked faces are ranked at every size.
+SVM_MAX_PEOPLE = 200
 SINGLE = "embedding"  # the one embedder's name when plain arrays are given
 
 Embeddings = np.ndarray | Mapping[str, np.ndarray]  # one embedder's rows, or embedder name -> rows
@@ -148,11 +159,13 @@ class Decision:
 
 
 class IdentityClassifier:
-    """Fit on the gallery matrix; refit on every gallery change (milliseconds for hundreds of people)."""
+    """Fit on the gallery matrix; refit on every gallery change (seconds at most: the SVM is fitted only up to
+    ``svm_max_people`` people, SVM_MAX_PEOPLE by default; above, the verification score ranks the bare faces)."""
 
-    def __init__(self, thresholds: Thresholds | None = None, top_k: int = TOP_K):
+    def __init__(self, thresholds: Thresholds | None = None, top_k: int = TOP_K, svm_max_people: int = SVM_MAX_PEOPLE):
         self.thresholds = thresholds or Thresholds()
         self.top_k = top_k
+        self.svm_max_people = svm_max_people
         self.ids: list[str] = []
         self._templates: dict[str, np.ndarray] = {}
         self.fusion = Fusion.identity(SINGLE)
@@ -191,7 +204,7 @@ class IdentityClassifier:
         self._svm_w = self._svm_b = None
         self._segments = None
         real = ~self._synthetic
-        if len(set(self._owner[real].tolist())) >= 2:
+        if 2 <= len(np.unique(self._owner[real])) <= self.svm_max_people:
             self._svm_w, self._svm_b = load_or_fit(self._joined(self._templates)[real], self._owner[real],
                                                    len(self.ids), svm_cache, out_of_process,
                                                    self.problems)
@@ -200,10 +213,16 @@ class IdentityClassifier:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def ranks_by_svm(self) -> bool:
+        """True when the linear SVM ranks bare faces (two to ``svm_max_people`` people with real templates)."""
+        return self._svm_w is not None
+
     def without(self, person_ids: Iterable[str]) -> IdentityClassifier:
         """A copy that cannot match these people: their template rows and SVM rows are gone, no refit.
 
-        Why: a fleet revoke must stop matching at once, and a refit on thousands of people takes minutes.
+        Why: a fleet revoke must stop matching at once, and the full reload (reading the gallery, refitting the
+        SVM) takes seconds.
         The one-vs-rest rows of everyone else stay exactly as fitted (the revoked person was one of their
         negatives), so their scores do not change; the next full reload refits properly.
         """
@@ -293,7 +312,8 @@ class IdentityClassifier:
         return out
 
     def rank_scores(self, embeddings: Embeddings, masked: np.ndarray | list[bool]) -> np.ndarray:
-        """(n, people) scores that rank the candidates: SVM values for unmasked rows, similarity for masked."""
+        """(n, people) scores that rank the candidates: SVM values for unmasked rows, similarity for masked (and
+        for every row when the gallery has more than ``svm_max_people`` people)."""
         e = self._probe(embeddings)
         masked = np.broadcast_to(np.asarray(masked, dtype=bool), (len(next(iter(e.values()))),))
         return self._ranks(e, masked, self.similarity(e, masked))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_mfr.identity.classifier import IdentityClassifier
+from edge_mfr.identity.classifier import SVM_MAX_PEOPLE, IdentityClassifier, Thresholds
 from edge_mfr.identity.fusion import Fusion
 
 
@@ -117,3 +117,35 @@ def test_one_person_and_no_probe():
     np.testing.assert_array_equal(clf.similarity(t[:1], [False]),
                                   reference_similarity(t[:1], t, np.array(["a"] * 3), np.array([False, True, False]),
                                                        np.array([False]), 3))
+
+
+def _people(rng, n, per=4, dim=32):
+    centres = _unit(rng.normal(size=(n, dim)))
+    x = _unit(np.repeat(centres, per, axis=0) + 0.5 * _unit(rng.normal(size=(n * per, dim))))
+    labels = np.repeat(np.array([f"p{i:02d}" for i in range(n)]), per)
+    return x, labels, centres
+
+
+def test_above_svm_max_people_the_verification_score_ranks():
+    rng = np.random.default_rng(3)
+    x, labels, centres = _people(rng, 6)
+    small = IdentityClassifier(Thresholds(unmasked=0.5, masked=0.5), svm_max_people=6).fit(x, labels)
+    big = IdentityClassifier(Thresholds(unmasked=0.5, masked=0.5), svm_max_people=5).fit(x, labels)
+    assert small.ranks_by_svm and not big.ranks_by_svm
+    probes = _unit(centres + 0.4 * _unit(rng.normal(size=centres.shape)))
+    bare = [False] * len(probes)
+    assert not np.array_equal(small.rank_scores(probes, bare), small.similarity(probes, bare))
+    np.testing.assert_array_equal(big.rank_scores(probes, bare), big.similarity(probes, bare))
+    np.testing.assert_array_equal(big.similarity(probes, bare), small.similarity(probes, bare))
+    # The candidate is the best-scoring person, so the margin is the lead over the runner-up's score.
+    sims = big.similarity(probes, bare)
+    for d, row in zip(big.decide(probes, bare), sims, strict=True):
+        assert d.candidate_id == big.ids[int(np.argmax(row))]
+        assert d.margin == pytest.approx(float(np.sort(row)[-1] - np.sort(row)[-2]))
+    assert [d.person_id for d in big.decide(probes, bare)] == big.ids
+    # Dropping people never brings the SVM back before a refit.
+    assert not big.without({"p00"}).ranks_by_svm and small.without({"p00"}).ranks_by_svm
+
+
+def test_the_svm_ranks_up_to_the_documented_number_of_people():
+    assert IdentityClassifier().svm_max_people == SVM_MAX_PEOPLE >= 42  # the evaluation's gallery keeps its SVM
