@@ -3,7 +3,9 @@
 Faces are routed by mask status, because a mask changes which comparison works (measured with
 `edge-mfr eval` on ../shared/data, int8 FaceNet, 42 enrolled people):
 - unmasked: a linear SVM over the person's real templates ranks the candidates; acceptance needs the
-  mean of the top-3 cosine similarities to the candidate's real templates above ``unmasked``.
+  mean of the top-3 cosine similarities to the candidate's real templates above ``unmasked``. Above
+  SVM_MAX_PEOPLE people that verification score ranks too (see there: the fit's cost grows with the
+  square of the people).
 - masked: the mean similarity to all of a person's templates, real and synthetic-masked, both ranks and
   verifies (masked rank-1 0.824, against 0.765 for the SVM and 0.706 for real templates only).
 Either way the candidate must lead the runner-up by ``margin``. With several embedders (issue 11) every
@@ -27,6 +29,15 @@ from edge_mfr.identity.fusion import Fusion
 from edge_mfr.identity.svm import load_or_fit
 
 TOP_K = 3
+# Galleries of more people than this are ranked by the verification score instead of the linear SVM. The
+# one-vs-rest fit costs people x templates x dimensions per person, so its time grows with the square of
+# the people (tools/bench/classifier_scale.py, x86-64 build machine, 2 shared cores, 4 real + 4 masked
+# templates of 512-d a person: 1.6-2.2 s for 100 people, 3.1 s for 200, 13.4 s for 400, 149 s for 1,000,
+# about 4 hours extrapolated for 10,000), and the door refits on every gallery change. 200 keeps the fit a
+# few seconds (well under a minute on a Pi) and the SVM exactly where it was measured to help (42 people).
+# Decisions stay safe either way: the thresholds and the margin act on the verification score, never the
+# SVM's. Ranking by it is how masked faces are ranked at every size.
+SVM_MAX_PEOPLE = 200
 SINGLE = "embedding"  # the one embedder's name when plain arrays are given
 
 Embeddings = np.ndarray | Mapping[str, np.ndarray]  # one embedder's rows, or embedder name -> rows
@@ -55,6 +66,64 @@ def collapsed(templates: np.ndarray) -> float | None:
         return None
     lowest = float((x @ (mean / norm)).min())
     return lowest if lowest >= COLLAPSED_COSINE else None
+
+
+@dataclass(frozen=True)
+class _Segments:
+    """Template columns grouped by person: ``order`` lists them person by person (gallery order within one),
+    person j's run starts at ``starts[j]`` and is ``counts[j]`` long. ``top_*``: the same for the columns the
+    top-k rule reads (a person's real templates, or all of them for a person who has none)."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+    top_order: np.ndarray
+    top_starts: np.ndarray
+    top_counts: np.ndarray
+
+    @classmethod
+    def of(cls, owner: np.ndarray, synthetic: np.ndarray, people: int) -> _Segments:
+        order = np.argsort(owner, kind="stable")
+        counts = np.bincount(owner, minlength=people)
+        if (counts == 0).any():
+            raise ValueError("every person needs at least one template")
+        has_real = np.bincount(owner[~synthetic], minlength=people) > 0
+        top = order[~synthetic[order] | ~has_real[owner[order]]]
+        top_counts = np.bincount(owner[top], minlength=people)
+        return cls(order, _starts(counts), counts, top, _starts(top_counts), top_counts)
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
+
+
+def _top_k_mean(x: np.ndarray, starts: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """(n, segments) mean of the min(k, count) largest values of each run of columns of ``x`` (n, columns).
+
+    The largest value of every run is taken k times over (``np.maximum.reduceat``), each time striking out the
+    first column that holds it; the picks are then added smallest first and divided by their number, which is
+    what ``np.sort(run)[:, -k:].mean(axis=1)`` computes for one run.
+    """
+    x = np.array(x, dtype=np.float32)  # a copy: picks are struck out in place
+    n, width = x.shape
+    owner = np.repeat(np.arange(len(starts)), counts)
+    columns = np.arange(width)
+    rows = np.arange(n)[:, None]
+    picks = []
+    for i in range(k):
+        best = np.maximum.reduceat(x, starts, axis=1)
+        picks.append(best)
+        if i + 1 == k:
+            break
+        first = np.minimum.reduceat(np.where(x == best[:, owner], columns, width), starts, axis=1)
+        found = first < width  # False only where the run holds NaN
+        first = np.minimum(first, width - 1)
+        x[rows, first] = np.where(found, -np.inf, x[rows, first])
+    used = np.minimum(counts, k)
+    total = np.zeros_like(picks[0])
+    for i in reversed(range(k)):
+        total += np.where(i < used, picks[i], np.float32(0))
+    return total / used
 
 
 class Thresholds(BaseModel):
@@ -90,11 +159,13 @@ class Decision:
 
 
 class IdentityClassifier:
-    """Fit on the gallery matrix; refit on every gallery change (milliseconds for hundreds of people)."""
+    """Fit on the gallery matrix; refit on every gallery change (seconds at most: the SVM is fitted only up to
+    ``svm_max_people`` people, SVM_MAX_PEOPLE by default; above, the verification score ranks the bare faces)."""
 
-    def __init__(self, thresholds: Thresholds | None = None, top_k: int = TOP_K):
+    def __init__(self, thresholds: Thresholds | None = None, top_k: int = TOP_K, svm_max_people: int = SVM_MAX_PEOPLE):
         self.thresholds = thresholds or Thresholds()
         self.top_k = top_k
+        self.svm_max_people = svm_max_people
         self.ids: list[str] = []
         self._templates: dict[str, np.ndarray] = {}
         self.fusion = Fusion.identity(SINGLE)
@@ -102,6 +173,7 @@ class IdentityClassifier:
         self._synthetic = np.zeros(0, bool)
         self._svm_w: np.ndarray | None = None
         self._svm_b: np.ndarray | None = None
+        self._segments: _Segments | None = None
         self.problems: list[str] = []  # e.g. a damaged SVM cache that was rebuilt: the daemon journals these
 
     def fit(self, x: Embeddings, labels: np.ndarray, synthetic: np.ndarray | None = None,
@@ -130,8 +202,9 @@ class IdentityClassifier:
         self._owner = np.array([index[p] for p in labels], dtype=np.int64)
         self._synthetic = np.zeros(len(labels), bool) if synthetic is None else np.asarray(synthetic, bool)
         self._svm_w = self._svm_b = None
+        self._segments = None
         real = ~self._synthetic
-        if len(set(self._owner[real].tolist())) >= 2:
+        if 2 <= len(np.unique(self._owner[real])) <= self.svm_max_people:
             self._svm_w, self._svm_b = load_or_fit(self._joined(self._templates)[real], self._owner[real],
                                                    len(self.ids), svm_cache, out_of_process,
                                                    self.problems)
@@ -140,10 +213,16 @@ class IdentityClassifier:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def ranks_by_svm(self) -> bool:
+        """True when the linear SVM ranks bare faces (two to ``svm_max_people`` people with real templates)."""
+        return self._svm_w is not None
+
     def without(self, person_ids: Iterable[str]) -> IdentityClassifier:
         """A copy that cannot match these people: their template rows and SVM rows are gone, no refit.
 
-        Why: a fleet revoke must stop matching at once, and a refit on thousands of people takes minutes.
+        Why: a fleet revoke must stop matching at once, and the full reload (reading the gallery, refitting the
+        SVM) takes seconds.
         The one-vs-rest rows of everyone else stay exactly as fitted (the revoked person was one of their
         negatives), so their scores do not change; the next full reload refits properly.
         """
@@ -157,6 +236,7 @@ class IdentityClassifier:
         out._owner = (np.cumsum(keep_people) - 1)[self._owner[rows]]
         out._templates = {name: t[rows] for name, t in self._templates.items()}
         out._synthetic = self._synthetic[rows]
+        out._segments = None
         if self._svm_w is not None and self._svm_b is not None:
             out._svm_w, out._svm_b = self._svm_w[keep_people], self._svm_b[keep_people]
             if len(set(out._owner[~out._synthetic].tolist())) < 2:
@@ -178,7 +258,9 @@ class IdentityClassifier:
         full = self.complete_rows(e)
         if not full.any():
             return own
-        scores = {name: self._similarity(np.nan_to_num(e[name]), self._templates[name], masked)
+        # The primary's own scores serve the fusion too: its rows are NaN-free wherever every embedder embedded.
+        scores = {name: own if name == primary else self._similarity(np.nan_to_num(e[name]), self._templates[name],
+                                                                     masked)
                   for name in self.fusion.embedders}
         return np.where(full[:, None], self.fusion.fuse(scores, masked), own).astype(np.float32)
 
@@ -202,26 +284,41 @@ class IdentityClassifier:
             raise ValueError(f"probe embeddings lack {', '.join(missing)}")
         return e
 
+    def _layout(self) -> _Segments:
+        """The template columns grouped by person (computed once per fit or ``without``, then reused)."""
+        if self._segments is None:
+            self._segments = _Segments.of(self._owner, self._synthetic, len(self.ids))
+        return self._segments
+
     def _similarity(self, e: np.ndarray, templates: np.ndarray, masked: np.ndarray) -> np.ndarray:
+        """(n, people): masked rows the mean over all of a person's templates, the others the mean of the top-k
+        over the person's real templates (all of them for a person with none).
+
+        Segment operations over the template columns grouped by person, no loop over people: one decide at
+        10,000 people costs milliseconds (a loop per person cost 11.6 s, issue 18). The top-k values are
+        picked exactly and added smallest first, as the mean of a sorted slice adds them.
+        """
+        n, people = len(e), len(self.ids)
+        out = np.full((n, people), -1.0, dtype=np.float32)
+        if not people or not n:
+            return out
+        seg = self._layout()
         sims = e @ templates.T
-        out = np.full((len(e), len(self.ids)), -1.0, dtype=np.float32)
-        real = ~self._synthetic
-        for j in range(len(self.ids)):
-            mine = self._owner == j
-            all_cols = sims[:, mine]
-            real_cols = sims[:, mine & real]
-            if real_cols.shape[1] == 0:
-                real_cols = all_cols
-            k = min(self.top_k, real_cols.shape[1])
-            top = np.sort(real_cols, axis=1)[:, -k:].mean(axis=1)
-            out[:, j] = np.where(masked, all_cols.mean(axis=1), top)
+        if masked.any():
+            grouped = sims[masked][:, seg.order].astype(np.float64)
+            out[masked] = np.add.reduceat(grouped, seg.starts, axis=1) / seg.counts
+        if not masked.all():
+            out[~masked] = _top_k_mean(sims[~masked][:, seg.top_order], seg.top_starts, seg.top_counts, self.top_k)
         return out
 
     def rank_scores(self, embeddings: Embeddings, masked: np.ndarray | list[bool]) -> np.ndarray:
-        """(n, people) scores that rank the candidates: SVM values for unmasked rows, similarity for masked."""
+        """(n, people) scores that rank the candidates: SVM values for unmasked rows, similarity for masked (and
+        for every row when the gallery has more than ``svm_max_people`` people)."""
         e = self._probe(embeddings)
-        sims = self.similarity(e, masked)
-        masked = np.broadcast_to(np.asarray(masked, dtype=bool), (len(sims),))
+        masked = np.broadcast_to(np.asarray(masked, dtype=bool), (len(next(iter(e.values()))),))
+        return self._ranks(e, masked, self.similarity(e, masked))
+
+    def _ranks(self, e: Mapping[str, np.ndarray], masked: np.ndarray, sims: np.ndarray) -> np.ndarray:
         if self._svm_w is None:
             return sims
         # Rows scored by the primary alone (cascade) are ranked by that similarity, not the joint SVM.
@@ -239,7 +336,7 @@ class IdentityClassifier:
             return [Decision(None, None, 0.0, 0.0, bool(m), "nobody enrolled") for m in masked]
         e = self._probe(embeddings)
         sims = self.similarity(e, masked)
-        ranks = self.rank_scores(e, masked)
+        ranks = self._ranks(e, masked, sims)
         decisions = []
         t = self.thresholds
         for i in range(len(sims)):
