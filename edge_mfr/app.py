@@ -535,7 +535,9 @@ class Appliance:
                 self.stats.extra_embeddings += int(sum(bool(x) for x in extra))
                 return self.pipeline.embed_for_identity(frame.image, fs, masked, extra)
 
-            idents = self.identifier.identify(analyzed, embed)
+            height, width = frame.image.shape[:2]
+            in_zone = [self.config.camera.in_door_zone(faces[i].box, width, height) for i, _ in todo]
+            idents = self.identifier.identify(analyzed, embed, in_zone)
             for (_, track), ident in zip(todo, idents, strict=True):
                 if ident.decision.fault and track.id not in self._faulted:
                     self._faulted.add(track.id)  # once per track; the face stays unknown, the door locked

@@ -26,13 +26,12 @@ from edge_mfr.errors import EdgeMfrError, EnrollmentError  # noqa: E402
 from edge_mfr.eval import read_labels, split  # noqa: E402
 from edge_mfr.identity.classifier import IdentityClassifier  # noqa: E402
 from edge_mfr.identity.enroll import EnrollOptions, prepare_enrollment  # noqa: E402
-from edge_mfr.identity.fusion import FUSION_NAME, KINDS, Fusion, fit_stats  # noqa: E402
+from edge_mfr.identity.fusion import FUSION_NAME, KINDS, Fusion, Z, fit_stats  # noqa: E402
 from edge_mfr.vision.faces import best_face  # noqa: E402
 from edge_mfr.vision.imageio import read_image  # noqa: E402
 from edge_mfr.vision.mask_status import MaskStatusClassifier, read_mask_labels  # noqa: E402
 from edge_mfr.vision.pipeline import FacePipeline  # noqa: E402
 
-Z = 4.57  # as the FaceNet-only defaults: at most 1 in 10,000 strangers above the threshold per person
 DEV_SUBSETS = "mfr2,lfw,face_recognition_examples"
 # Cascade: a bare face below the fused unmasked threshold minus this skips the extra embedders; every value
 # 0.05-0.4 gave the same open-set outcome on both halves of the MFR2 people (README, fused recognition).

@@ -339,6 +339,10 @@ class IdentityClassifier:
         ranks = self._ranks(e, masked, sims)
         decisions = []
         t = self.thresholds
+        # A face the cascade left to the primary alone is held to the primary's own stranger-safe threshold:
+        # the fused one is lower because the fused stranger tail is thinner, which a lone score does not share.
+        alone = self.fusion.primary_thresholds()
+        complete = self.complete_rows(e) if alone else np.ones(n, bool)
         for i in range(len(sims)):
             best = int(np.argmax(ranks[i]))
             score = float(sims[i, best])
@@ -346,6 +350,9 @@ class IdentityClassifier:
             margin = float(score - others.max()) if len(others) else 1.0
             kind = "masked" if masked[i] else "unmasked"
             threshold = t.masked if masked[i] else t.unmasked
+            if not complete[i]:
+                threshold = max(threshold, round(alone[kind], 2))
+                kind = f"{kind} (primary embedder alone)"
             pid = self.ids[best]
             if threshold > 0 and len(self.ids) >= 2 and bool((sims[i] >= threshold).all()):
                 reason = (f"fault: the face matches all {len(self.ids)} enrolled people (lowest similarity "

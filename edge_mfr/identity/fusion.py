@@ -29,6 +29,9 @@ from edge_mfr.errors import ModelError
 FUSION_NAME = "fusion.json"
 FUSION_FORMAT = 1
 KINDS = ("unmasked", "masked")
+# Stranger-safe operating point: mean + Z sd of the stranger scores, at most 1 in 10,000 strangers above the
+# threshold per enrolled person (the FaceNet-only defaults and tools/fit_fusion.py use the same rule).
+Z = 4.57
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,14 @@ class Fusion:
     def identity(cls, name: str) -> Fusion:
         """One embedder: the fused score is its own score."""
         return cls((name,), {k: {name: (0.0, 1.0)} for k in KINDS}, {name: 1.0})
+
+    def primary_thresholds(self) -> dict[str, float] | None:
+        """Kind -> the primary embedder's own stranger-safe threshold (mean + z sd of its stranger scores),
+        for faces scored by the primary alone; None with one embedder (its thresholds are the fused ones)."""
+        if len(self.embedders) == 1:
+            return None
+        z = float(self.provenance.get("z", Z))
+        return {kind: float(m + z * s) for kind, (m, s) in ((k, self.stats[k][self.embedders[0]]) for k in KINDS)}
 
     def fuse(self, scores: Mapping[str, np.ndarray], masked: np.ndarray | Sequence[bool]) -> np.ndarray:
         """(n, people) fused scores from each embedder's (n, people) scores; ``masked`` (n,) picks the statistics."""

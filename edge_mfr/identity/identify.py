@@ -7,7 +7,7 @@ the same way everywhere.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,26 +26,31 @@ from edge_mfr.vision.pipeline import AnalyzedFace
 EmbedForIdentity = Callable[[list[AnalyzedFace], np.ndarray, np.ndarray], dict[str, np.ndarray]]
 
 
-def needs_extras(classifier: IdentityClassifier, primary: np.ndarray, masked: np.ndarray) -> np.ndarray:
+def needs_extras(classifier: IdentityClassifier, primary: np.ndarray, masked: np.ndarray,
+                 in_zone: np.ndarray | None = None) -> np.ndarray:
     """(n,) True for faces the extra embedders could decide differently (the cascade of issue 11).
 
     Faces judged masked always; a bare face only when the primary's own score is neither a clear accept
     (at or above the fusion's ``accept`` bound, ahead of the runner-up by the margin) nor a clear reject
-    (below ``reject``). One embedder: never. A fusion without cascade bounds: always.
+    (below ``reject``). One embedder: never. A fusion without cascade bounds: always. ``in_zone`` (n,):
+    faces outside the camera's door zone never open the door, so they are left to the primary, whose
+    decision the classifier then holds to the primary's own stranger-safe threshold.
     """
     masked = np.asarray(masked, dtype=bool)
     fusion = classifier.fusion
     if len(fusion.embedders) == 1 or not len(classifier):
         return np.zeros(len(masked), bool)
+    zone = (np.ones(len(masked), bool) if in_zone is None or fusion.primary_thresholds() is None
+            else np.asarray(in_zone, dtype=bool).reshape(len(masked)))
     if fusion.cascade is None:
-        return np.ones(len(masked), bool)
+        return zone
     sims = classifier.primary_similarity(primary, masked)
     top = np.sort(sims, axis=1)
     best = top[:, -1]
     lead = best - top[:, -2] if top.shape[1] > 1 else np.full(len(best), 1.0)
     clear_accept = (best >= fusion.cascade["accept"]) & (lead >= classifier.thresholds.margin)
     clear_reject = best < fusion.cascade["reject"]
-    return masked | ~(clear_accept | clear_reject)
+    return zone & (masked | ~(clear_accept | clear_reject))
 
 
 @dataclass(frozen=True)
@@ -110,10 +115,12 @@ class Identifier:
         out._people = {pid: p for pid, p in self._people.items() if pid not in ids}
         return out
 
-    def identify(self, faces: list[AnalyzedFace], embed: EmbedForIdentity | None = None) -> list[Identification]:
+    def identify(self, faces: list[AnalyzedFace], embed: EmbedForIdentity | None = None,
+                 in_zone: Sequence[bool] | None = None) -> list[Identification]:
         """Mask status from the primary embedding, then the embeddings that identify each face from ``embed``
         (FacePipeline.embed_for_identity on the frame: masked faces re-aligned on eyes and nose, the extra
-        embedders only where the cascade needs them). Without ``embed`` the primary embeddings decide alone.
+        embedders only where the cascade needs them, never for faces outside the door zone: ``in_zone``).
+        Without ``embed`` the primary embeddings decide alone.
         """
         if not faces:
             return []
@@ -127,7 +134,8 @@ class Identifier:
             e = {name: np.full((len(faces), 1), np.nan, np.float32) for name in self.classifier.fusion.embedders}
             e[primary] = embeddings
         else:
-            e = embed(faces, masked, needs_extras(self.classifier, embeddings, masked))
+            e = embed(faces, masked, needs_extras(self.classifier, embeddings, masked,
+                                                  None if in_zone is None else np.asarray(in_zone, bool)))
         out = []
         for d, m, v in zip(self.classifier.decide(e, masked), masked, mask_values, strict=True):
             person = self._people.get(d.person_id) if d.person_id else None

@@ -17,7 +17,8 @@ SHA_A, SHA_B = "a" * 64, "b" * 64
 
 def two() -> Fusion:
     stats = {"unmasked": {"A": (0.1, 0.2), "B": (0.0, 0.1)}, "masked": {"A": (0.2, 0.1), "B": (0.1, 0.05)}}
-    return Fusion(("A", "B"), stats, {"A": 1.0, "B": 3.0}, {"A": SHA_A, "B": SHA_B},
+    # z = 2: A's own stranger-safe thresholds are 0.1 + 2 * 0.2 = 0.5 (bare) and 0.2 + 2 * 0.1 = 0.4 (masked)
+    return Fusion(("A", "B"), stats, {"A": 1.0, "B": 3.0}, {"A": SHA_A, "B": SHA_B}, {"z": 2.0},
                   cascade={"accept": 0.7, "reject": 0.3}, thresholds={"unmasked": 0.5, "masked": 0.6, "margin": 0.05})
 
 
@@ -104,3 +105,30 @@ def test_without_extra_embeddings_every_face_is_decided_by_the_primary():
     decisions = clf.decide(e, [False, False])
     assert [d.person_id for d in decisions] == ["p", None]
     assert decisions[0].score == pytest.approx(0.9)
+
+
+def test_a_face_left_to_the_primary_is_held_to_the_primary_own_threshold():
+    """The fused threshold is lower than the primary's own (the fused stranger tail is thinner); a face the
+    cascade or the door zone left to the primary alone must clear the primary's stranger-safe one."""
+    stats = {"unmasked": {"A": (0.1, 0.1), "B": (0.0, 0.1)}, "masked": {"A": (0.2, 0.1), "B": (0.1, 0.05)}}
+    fusion = Fusion(("A", "B"), stats, {"A": 1.0, "B": 1.0}, provenance={"z": 4.0},
+                    cascade={"accept": 0.7, "reject": 0.3}, thresholds={"unmasked": 0.4, "masked": 0.45, "margin": 0.05})
+    assert fusion.primary_thresholds() == pytest.approx({"unmasked": 0.5, "masked": 0.6})
+    clf = IdentityClassifier(Thresholds(unmasked=0.4, masked=0.45, margin=0.05)).fit(
+        {"A": np.eye(4, dtype=np.float32)[[0, 1]], "B": np.eye(3, dtype=np.float32)[[0, 1]]}, np.array(["p", "q"]),
+        fusion=fusion)
+    probe = np.array([[0.55, 0.0, 0.835, 0.0]], np.float32)  # p at 0.55: above 0.45 fused, below A's own 0.6
+    alone = clf.decide({"A": probe, "B": np.full((1, 3), np.nan, np.float32)}, [True])[0]
+    assert alone.person_id is None and "primary embedder alone" in alone.reason
+    bare = clf.decide({"A": probe, "B": np.full((1, 3), np.nan, np.float32)}, [False])[0]
+    assert bare.person_id == "p"  # 0.55 clears A's own bare threshold 0.5
+    both = clf.decide({"A": probe, "B": np.array([[1.0, 0.0, 0.0]], np.float32)}, [True])[0]
+    assert both.person_id == "p"  # with B's opinion the fused score decides, on the fused threshold
+
+
+def test_faces_outside_the_door_zone_never_run_the_extra_embedders():
+    clf = _classifier()
+    e = np.array([[0.5, 0.1, 0.0, 0.0]] * 4, np.float32)  # between the cascade bounds
+    masked = np.array([False, True, False, True])
+    assert needs_extras(clf, e, masked, np.array([True, True, False, False])).tolist() == [True, True, False, False]
+    assert needs_extras(clf, e, masked).tolist() == [True] * 4
