@@ -43,7 +43,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -935,12 +935,22 @@ def _read_with_deltas(path: Path, with_crops: bool) -> Gallery:
     raise GalleryLockedError(f"{path}: the gallery kept changing while it was read; try again")
 
 
-def _read(path: Path, with_crops: bool) -> Gallery:
-    """Parse and validate a gallery file; every problem becomes one GalleryError naming the file."""
+def read_stream(source: BinaryIO, label: Path) -> Gallery:
+    """A gallery from an open, seekable binary file (a fleet bundle's payload inside a spooled bundle),
+    without crops and with every check of :meth:`Gallery.load` but the model's (``model_sha256=None``);
+    ``label`` names it in errors. No delta files apply to it."""
+    gallery = _read(label, False, source)
+    gallery._model_checked = False
+    return gallery
+
+
+def _read(path: Path, with_crops: bool, source: BinaryIO | None = None) -> Gallery:
+    """Parse and validate a gallery file (or ``source``, already open); every problem becomes one
+    GalleryError naming the file."""
     from edge_mfr.identity import gallery_delta
 
     try:
-        with open(path, "rb") as fh:
+        with contextlib.nullcontext(source) if source is not None else open(path, "rb") as fh:
             magic = fh.read(4)
             if not magic:
                 raise GalleryError(f"{path}: gallery file is empty")
