@@ -43,7 +43,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -297,15 +297,26 @@ def check_embeddings(embeddings: object, dim: int) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.floating):
         raise EnrollmentError(f"embeddings must be floating point, got {x.dtype}")
     x = np.array(x, dtype=np.float32, order="C", copy=True)
-    bad_rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if bad_rows.size:
-        raise EnrollmentError(f"embedding row {int(bad_rows[0])} contains NaN or inf")
-    norms = np.linalg.norm(x.astype(np.float64), axis=1)
-    off = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
-    if off.size:
-        i = int(off[0])
-        raise EnrollmentError(f"embedding row {i} is not L2-normalised (norm {norms[i]:.4f})")
+    _check_rows(x)
     return x
+
+
+_CHECK_BLOCK_ROWS = 4096
+
+
+def _check_rows(x: np.ndarray) -> None:
+    """check_embeddings' value checks on a float32 (n, dim) array, in blocks of rows: the float64 norms
+    then need a few MiB whatever n is (a 10,000-person gallery read used to peak at 5x its templates)."""
+    for start in range(0, len(x), _CHECK_BLOCK_ROWS):
+        block = x[start:start + _CHECK_BLOCK_ROWS]
+        bad_rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        if bad_rows.size:
+            raise EnrollmentError(f"embedding row {start + int(bad_rows[0])} contains NaN or inf")
+        norms = np.linalg.norm(block.astype(np.float64), axis=1)
+        off = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
+        if off.size:
+            i = int(off[0])
+            raise EnrollmentError(f"embedding row {start + i} is not L2-normalised (norm {norms[i]:.4f})")
 
 
 def _check_crop(crop: object, index: int) -> np.ndarray:
@@ -924,12 +935,22 @@ def _read_with_deltas(path: Path, with_crops: bool) -> Gallery:
     raise GalleryLockedError(f"{path}: the gallery kept changing while it was read; try again")
 
 
-def _read(path: Path, with_crops: bool) -> Gallery:
-    """Parse and validate a gallery file; every problem becomes one GalleryError naming the file."""
+def read_stream(source: BinaryIO, label: Path) -> Gallery:
+    """A gallery from an open, seekable binary file (a fleet bundle's payload inside a spooled bundle),
+    without crops and with every check of :meth:`Gallery.load` but the model's (``model_sha256=None``);
+    ``label`` names it in errors. No delta files apply to it."""
+    gallery = _read(label, False, source)
+    gallery._model_checked = False
+    return gallery
+
+
+def _read(path: Path, with_crops: bool, source: BinaryIO | None = None) -> Gallery:
+    """Parse and validate a gallery file (or ``source``, already open); every problem becomes one
+    GalleryError naming the file."""
     from edge_mfr.identity import gallery_delta
 
     try:
-        with open(path, "rb") as fh:
+        with contextlib.nullcontext(source) if source is not None else open(path, "rb") as fh:
             magic = fh.read(4)
             if not magic:
                 raise GalleryError(f"{path}: gallery file is empty")
@@ -993,9 +1014,9 @@ def _read(path: Path, with_crops: bool) -> Gallery:
                                f"header says float32 ({n_templates}, {m.dim})")
     if n_templates:
         try:
-            check_embeddings(emb, gallery.dim)
-            for m, x in zip(gallery.extra_models, extra_emb, strict=True):
-                check_embeddings(x, m.dim)
+            _check_rows(emb)  # the shapes and dtypes are checked above: no copy needed to validate
+            for x in extra_emb:
+                _check_rows(x)
         except EnrollmentError as exc:
             raise GalleryError(f"{path}: stored {exc}") from None
     emb = _readonly(emb)

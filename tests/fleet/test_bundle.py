@@ -74,21 +74,101 @@ def test_header_is_strict() -> None:
         BundleHeader.from_json(delta)
 
 
-def test_chunks_reassemble_in_any_order_and_truncation_is_named() -> None:
+def test_chunks_reassemble_in_any_order_and_truncation_is_named(tmp_path: Path) -> None:
     blob = bytes(range(256)) * 50
     msgs = transport.split(blob, 7, "root", chunk_bytes=1024)
-    asm = transport.Assembler("root")
+    asm = transport.Assembler("root", tmp_path / "spool")
     results = [asm.feed(t, p) for t, p in reversed(msgs)]
-    assert results[-1] == (7, blob, None)
-    asm2 = transport.Assembler("root")
+    version, spooled, problem = results[-1]
+    assert (version, problem) == (7, None) and spooled.read_bytes() == blob and spooled.size == len(blob)
+    spooled.discard()
+    asm2 = transport.Assembler("root", tmp_path / "spool")
     for t, p in msgs[:-1]:
         asm2.feed(t, p[:-1] if t.endswith("/chunk/3") else p)  # one chunk cut short
     version, got, problem = asm2.feed(*msgs[-1])
     assert got is None and "do not add up" in problem
-    asm3 = transport.Assembler("root", clock=iter([0.0, 0.0, 100.0]).__next__)
+    clock = iter([0.0, 100.0]).__next__  # read once per new bundle, then by stale()
+    asm3 = transport.Assembler("root", tmp_path / "spool", clock=clock)
     asm3.feed(*msgs[0])
     asm3.feed(*msgs[-1])
     assert asm3.stale(60.0) == [(7, "bundle v7: incomplete after 60 s (1 of 13 chunks, index seen)")]
+    assert list((tmp_path / "spool").iterdir()) == []  # nothing left after success, failure or abandon
+
+
+def _spooled(spool: Path) -> list[Path]:
+    return sorted(spool.iterdir())
+
+
+def test_spool_files_are_private_bounded_and_removed_on_restart(tmp_path: Path, monkeypatch) -> None:
+    spool = tmp_path / "spool"
+    blob = bytes(range(256)) * 40
+    msgs = transport.split(blob, 3, "root", chunk_bytes=1024)
+    asm = transport.Assembler("root", spool)
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+    for t, p in msgs[:4]:
+        asm.feed(t, p)
+    (part,) = _spooled(spool)
+    assert stat.S_IMODE(part.stat().st_mode) == 0o600 and part.stat().st_size == 4 * 1024
+    assert asm.pending_bytes() == 4 * 1024
+    # a door restarted mid-bundle: the new run starts from an empty spool
+    transport.Assembler("root", spool)
+    assert _spooled(spool) == []
+    # the bound on unfinished bundles drops the oldest partial bundle and its file
+    monkeypatch.setattr(transport, "MAX_PENDING_BYTES", 6 * 1024)
+    clock = iter(range(100)).__next__
+    asm = transport.Assembler("root", spool, clock=lambda: float(clock()))
+    for t, p in msgs[:4]:
+        asm.feed(t, p)
+    other = transport.split(blob, 4, "root", chunk_bytes=1024)
+    for t, p in other[:3]:
+        asm.feed(t, p)
+    assert asm.pending_bytes() <= 6 * 1024 and len(_spooled(spool)) == 1
+    assert _spooled(spool)[0].name.startswith("bundle-4-")
+    asm.discard_all()
+    assert _spooled(spool) == [] and asm.pending_bytes() == 0
+
+
+def test_chunks_out_of_order_and_redelivered_are_assembled_in_chunk_order(tmp_path: Path) -> None:
+    blob = bytes(range(251)) * 30
+    msgs = transport.split(blob, 5, "root", chunk_bytes=1024)
+    chunks, index = msgs[:-1], msgs[-1]
+    asm = transport.Assembler("root", tmp_path / "spool")
+    for t, p in [chunks[2], chunks[0], chunks[2], *chunks[1:], index]:
+        version, spooled, problem = asm.feed(t, p)
+    assert problem is None and spooled.read_bytes() == blob
+    assert _spooled(tmp_path / "spool") == [spooled.path]  # the out-of-order file was replaced
+    spooled.discard()
+
+
+def test_a_bit_flipped_in_the_spool_file_is_refused(tmp_path: Path, keypair) -> None:
+    priv = keys.load_private(keypair[0])
+    trusted = keys.load_trusted([keypair[1]])
+    src = make_gallery(tmp_path / "admin.npz", ["Alice", "Bob"])
+    blob = _full(src, priv)
+    msgs = transport.split(blob, 1, "root", chunk_bytes=1024)
+    spool = tmp_path / "spool"
+    # on disk between chunks: the index's digest no longer matches
+    asm = transport.Assembler("root", spool)
+    for t, p in msgs[:-1]:
+        asm.feed(t, p)
+    (part,) = _spooled(spool)
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    part.write_bytes(bytes(data))
+    version, spooled, problem = asm.feed(*msgs[-1])
+    assert spooled is None and "do not add up" in problem and _spooled(spool) == []
+    # after assembly, before verification: the signature no longer verifies
+    for t, p in msgs:
+        version, spooled, problem = asm.feed(t, p)
+    header, offset, length = bundle.decode_file(spooled.path, trusted)
+    assert header.people == ("alice", "bob") and length == header.payload_bytes
+    for i in (3, offset + length // 2, len(blob) - 1):
+        data = bytearray(blob)
+        data[i] ^= 0x01
+        spooled.path.write_bytes(bytes(data))
+        with pytest.raises(BundleError):
+            bundle.decode_file(spooled.path, trusted)
+    spooled.discard()
 
 
 def test_apply_full_then_delta_then_refusals(tmp_path: Path, keypair) -> None:

@@ -703,3 +703,20 @@ def test_stale_temp_files_are_removed_unless_a_writer_holds_the_lock(tmp_path: P
         assert remove_stale_temp_files(path) == [] and leftover.exists()
     assert remove_stale_temp_files(path) == [leftover]
     assert not leftover.exists() and other.exists() and Gallery.load(path, SHA_A)
+
+
+def test_embedding_checks_in_blocks_still_name_the_bad_row(monkeypatch) -> None:
+    """The loader validates templates a block of rows at a time (bounded memory); the first bad row
+    anywhere, in any block, is still found and named."""
+    monkeypatch.setattr(gallery_mod, "_CHECK_BLOCK_ROWS", 4)
+    x = np.zeros((11, 8), np.float32)
+    x[:, 0] = 1.0
+    gallery_mod.check_embeddings(x, 8)
+    y = x.copy()
+    y[9, 0] = 2.0
+    with pytest.raises(EnrollmentError, match="row 9 is not L2-normalised"):
+        gallery_mod.check_embeddings(y, 8)
+    y = x.copy()
+    y[6, 3] = np.nan
+    with pytest.raises(EnrollmentError, match="row 6 contains NaN"):
+        gallery_mod.check_embeddings(y, 8)

@@ -5,7 +5,9 @@
 Starts a private mosquitto on a free loopback port (Debian's package), makes a gallery of N people with
 random unit templates, signs and publishes it as a full bundle, and measures on the door's side: bundle
 size, chunks, time from publish start to applied gallery, time to apply a one-person revoke (delta; both
-end to end and the door's own apply_bundle), and the process's peak RSS. It also times the door loop's
+end to end and the door's own apply_bundle), and peak RSS. The door (its follower: MQTT client, reassembly,
+verification, apply) runs in a process of its own, as on a real door, so its peak RSS is the door's alone;
+the admin/publisher and the stand-in frame loop below are this process's. It also times the door loop's
 in-memory revoke (IdentityClassifier.without on a classifier of N people; SVM weights stand-ins, no fit).
 
 The door loop's side: a stand-in frame loop (15 fps, one face a frame, alternately bare and masked) runs a
@@ -69,6 +71,36 @@ def _make_gallery(path: Path, n: int, templates: int, dim: int) -> None:
         x = rng.normal(size=(templates, dim)).astype(np.float32)
         g.add_templates(p.person_id, x / np.linalg.norm(x, axis=1, keepdims=True), meta)
     g.save(path)
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _door_main(port: int, pub: str, gallery: str) -> int:
+    """The door process: a follower until stdin closes, then one JSON line of its measurements on stdout."""
+    settings = MqttSettings(device_id="bench", host="127.0.0.1", port=port)
+    events: list[tuple[str, dict]] = []
+    applies = _timed_applies()
+    rss0, peak0 = _rss_mib(), _peak_rss_mib()
+    follower = Follower(fleet="site", root="edge-mfr/fleet/site", trusted=keys.load_trusted([Path(pub)]),
+                        gallery_path=Path(gallery), models=lambda: {"primary": MODEL},
+                        record=lambda k, **p: events.append((k, p)),
+                        client_factory=link.client_factory(settings, "door"), host="127.0.0.1", port=port)
+    follower.start()
+    sys.stdin.read()
+    follower.stop()
+    print(json.dumps({"rss_start_mib": round(rss0, 1), "peak_rss_at_start_mib": round(peak0, 1),
+                      "peak_rss_mib": round(_peak_rss_mib(), 1), "applies_s": applies,
+                      "refusals": [p for k, p in events if k == "fleet_refused"]}))
+    return 0
+
+
+def _door_version(door: Path) -> int:
+    try:
+        return int(json.loads(follower_mod.state_path(door).read_text())["version"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
 
 
 def _timed_applies() -> list[float]:
@@ -148,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--chunk-kib", type=int, default=128)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--door", nargs=3, metavar=("PORT", "PUB", "GALLERY"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.door:
+        return _door_main(int(args.door[0]), args.door[1], args.door[2])
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp_s:
         tmp = Path(tmp_s)
@@ -174,25 +209,21 @@ def main(argv: list[str] | None = None) -> int:
             frames = FrameLoop(before, probes / np.linalg.norm(probes, axis=1, keepdims=True))
             frames.start()
             time.sleep(2)
-            events: list[tuple[str, dict]] = []
             door = tmp / "door" / "gallery.npz"
             rss0 = _rss_mib()
-            follower = Follower(fleet="site", root="edge-mfr/fleet/site", trusted=keys.load_trusted([pub]),
-                                gallery_path=door, models=lambda: {"primary": MODEL},
-                                record=lambda k, **p: events.append((k, p)),
-                                client_factory=link.client_factory(settings, "door"), host="127.0.0.1", port=port)
-            applies = _timed_applies()
-            follower.start()
+            door_proc = subprocess.Popen([sys.executable, __file__, "--door", str(port), str(pub), str(door)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            time.sleep(2)  # imports and the broker connection, before the publish starts
             common = dict(gallery_path=admin, private_key_path=priv, fleet="site", root="edge-mfr/fleet/site",
                           state_path=tmp / "published.json", client_factory=link.client_factory(settings, "admin"),
                           host="127.0.0.1", port=port, chunk_bytes=args.chunk_kib * 1024, progress=lambda s: None)
             t0 = time.perf_counter()
             frames.phase = "publish_and_apply"
             full = publish(**common)
-            while follower.state.version < full["version"]:
+            while _door_version(door) < full["version"]:
                 time.sleep(0.01)
             full_s = time.perf_counter() - t0
-            rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            rss_peak = _peak_rss_mib()
 
             # The door loop's side: reading the applied gallery and fitting its classifier on a helper thread
             # while frames go on with the old classifier, then frames on the new one.
@@ -211,10 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                 ga.remove(ga.people[0].person_id)
             t0 = time.perf_counter()
             delta = publish(**common)
-            while follower.state.version < delta["version"]:
+            while _door_version(door) < delta["version"]:
                 time.sleep(0.005)
             revoke_s = time.perf_counter() - t0
-            follower.stop()
+            door_out, _ = door_proc.communicate("", timeout=60)
+            door_report = json.loads(door_out.strip().splitlines()[-1])
             forget_s = _forget_s(g)
         finally:
             broker.terminate()
@@ -226,10 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         "door_reload_read_and_fit_s": round(reload_s, 2), "classifier_fit_before_s": round(first_fit_s, 2),
         "classifier_ranks_by_svm": reloaded.ranks_by_svm, "frame_loop": frames.report(),
         "revoke_delta_bytes": delta["bytes"], "revoke_publish_to_applied_s": round(revoke_s, 3),
-        "door_full_apply_s": round(applies[0], 3), "door_revoke_apply_s": round(applies[-1], 3),
+        "door_full_apply_s": round(door_report["applies_s"][0], 3),
+        "door_revoke_apply_s": round(door_report["applies_s"][-1], 3),
         "door_loop_forget_one_s": round(forget_s, 4),
-        "process_rss_before_mib": round(rss0, 1), "process_peak_rss_mib": round(rss_peak, 1),
-        "people_applied": len(g), "refusals": [p for k, p in events if k == "fleet_refused"],
+        "door_process_rss_start_mib": door_report["rss_start_mib"],
+        "door_process_peak_rss_mib": door_report["peak_rss_mib"],
+        "admin_and_frame_loop_rss_before_mib": round(rss0, 1),
+        "admin_and_frame_loop_peak_rss_mib": round(rss_peak, 1),
+        "people_applied": len(g), "refusals": door_report["refusals"],
     }
     print(json.dumps(report, indent=2))
     if args.json:

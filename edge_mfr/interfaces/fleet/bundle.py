@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
+import os
 import re
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edge_mfr.errors import EdgeMfrError
@@ -167,30 +170,60 @@ def decode(blob: bytes, public_keys: dict[str, Any]) -> tuple[BundleHeader, byte
 
     The signature is checked before the header is parsed, so nothing an attacker wrote is interpreted.
     """
+    header, start, end = _verify(memoryview(blob), public_keys)
+    return header, blob[start:end]
+
+
+def decode_file(path: Path, public_keys: dict[str, Any]) -> tuple[BundleHeader, int, int]:
+    """:func:`decode` of a bundle file (a door's spooled bundle): (header, payload offset, payload length).
+
+    The signature and the payload digest are checked over an mmap of the file, so a bundle of any size
+    costs no copy on the heap (Ed25519 needs the whole message at once).
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            raise BundleError("not an edge-mfr gallery bundle (bad magic or truncated)")
+        if size > MAX_BUNDLE_BYTES:
+            raise BundleError(f"bundle of {size} bytes is larger than the {MAX_BUNDLE_BYTES} byte limit")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                header, start, end = _verify(view, public_keys)
+            finally:
+                view.release()
+    return header, start, end - start
+
+
+def _verify(blob: memoryview, public_keys: dict[str, Any]) -> tuple[BundleHeader, int, int]:
+    """The checks of decode on any buffer, without copying it; returns the header and the payload's range."""
     from cryptography.exceptions import InvalidSignature
 
     if len(blob) > MAX_BUNDLE_BYTES:
         raise BundleError(f"bundle of {len(blob)} bytes is larger than the {MAX_BUNDLE_BYTES} byte limit")
-    if len(blob) < len(MAGIC) + 4 + SIGNATURE_BYTES or not blob.startswith(MAGIC):
+    if len(blob) < len(MAGIC) + 4 + SIGNATURE_BYTES or blob[:len(MAGIC)] != MAGIC:
         raise BundleError("not an edge-mfr gallery bundle (bad magic or truncated)")
-    body, sig = blob[:-SIGNATURE_BYTES], blob[-SIGNATURE_BYTES:]
-    for key in public_keys.values():
+    end = len(blob) - SIGNATURE_BYTES
+    sig = bytes(blob[end:])
+    with blob[:end] as body:  # released on the way out, even on an error: the caller may close an mmap
+        for key in public_keys.values():
+            try:
+                key.verify(sig, body)
+                break
+            except InvalidSignature:
+                continue
+        else:
+            raise BundleError("bundle signature does not verify with any trusted fleet key")
+        (n,) = struct.unpack(">I", body[len(MAGIC):len(MAGIC) + 4])
+        start = len(MAGIC) + 4
+        if n > MAX_HEADER_BYTES or start + n > len(body):
+            raise BundleError("bundle header length is out of range")
         try:
-            key.verify(sig, body)
-            break
-        except InvalidSignature:
-            continue
-    else:
-        raise BundleError("bundle signature does not verify with any trusted fleet key")
-    (n,) = struct.unpack(">I", body[len(MAGIC):len(MAGIC) + 4])
-    start = len(MAGIC) + 4
-    if n > MAX_HEADER_BYTES or start + n > len(body):
-        raise BundleError("bundle header length is out of range")
-    try:
-        header = BundleHeader.from_json(json.loads(body[start:start + n].decode("utf-8")))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise BundleError(f"bundle header is not valid JSON ({type(exc).__name__})") from None
-    payload = body[start + n:]
-    if len(payload) != header.payload_bytes or hashlib.sha256(payload).hexdigest() != header.payload_sha256:
-        raise BundleError("bundle payload does not match its signed digest")
-    return header, payload
+            header = BundleHeader.from_json(json.loads(bytes(body[start:start + n]).decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise BundleError(f"bundle header is not valid JSON ({type(exc).__name__})") from None
+        with body[start + n:] as payload:
+            if (len(payload) != header.payload_bytes
+                    or hashlib.sha256(payload).hexdigest() != header.payload_sha256):
+                raise BundleError("bundle payload does not match its signed digest")
+    return header, start + n, end

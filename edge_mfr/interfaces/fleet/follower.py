@@ -14,7 +14,6 @@ a local enrollment; ``on_applied`` hooks (the appliance's in-memory revoke) hear
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -46,6 +45,11 @@ def state_path(gallery: Path) -> Path:
 
 def rules_path(gallery: Path) -> Path:
     return gallery.with_name(gallery.name + ".rules.json")
+
+
+def spool_dir(gallery: Path) -> Path:
+    """Where incoming bundles are spooled (private to the door, beside its gallery; emptied at start)."""
+    return gallery.with_name(f".{gallery.name}.fleet-spool")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -132,9 +136,11 @@ def _rewrite(header: BundleHeader, incoming: Gallery, gallery_path: Path) -> int
         return len(gallery)
 
 
-def apply_bundle(header: BundleHeader, data: bytes, gallery_path: Path, models: dict[str, str],
+def apply_bundle(header: BundleHeader, data: bytes | payload_mod.FileSlice, gallery_path: Path, models: dict[str, str],
                  state: FleetState, digest: str = "") -> FleetState:
-    """Apply one verified bundle; BundleError (gallery untouched) when it must not be applied."""
+    """Apply one verified bundle; BundleError (gallery untouched) when it must not be applied.
+
+    ``data``: the payload, as bytes or where it lies in a spooled bundle file."""
     if header.fleet != state.fleet:
         raise BundleError(f"bundle v{header.version} is for fleet {header.fleet!r}, this door is in "
                           f"{state.fleet!r}")
@@ -149,7 +155,7 @@ def apply_bundle(header: BundleHeader, data: bytes, gallery_path: Path, models: 
                           f"runs {models}; refused (embedding spaces are never mixed)")
     gallery_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        incoming = payload_mod.from_bytes(data, models, gallery_path.parent)
+        incoming = payload_mod.load(data, models)
     except EdgeMfrError as exc:
         raise BundleError(f"bundle v{header.version}: {exc}") from None
     if sorted(p.person_id for p in incoming.people) != sorted(header.people):
@@ -195,10 +201,12 @@ class Follower:
         self.gallery_path = Path(gallery_path)
         self.models, self.record, self.publish_state = models, record, publish_state
         self.state = FleetState.load(self.gallery_path, fleet)
-        self.assembler = transport.Assembler(root)
+        self.gallery_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.assembler = transport.Assembler(root, spool_dir(self.gallery_path))
         self._client_factory, self._host, self._port, self._keepalive = client_factory, host, port, keepalive
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=100000)
-        self._ready: dict[int, tuple[BundleHeader, bytes, str]] = {}
+        #: verified bundles waiting for their turn: header, the payload in its spool file, the spool, digest
+        self._ready: dict[int, tuple[BundleHeader, payload_mod.FileSlice, transport.Spooled, str]] = {}
         self._client: Any = None
         self._thread: threading.Thread | None = None
         self.applied = threading.Event()  # set after each apply (tests)
@@ -223,6 +231,11 @@ class Follower:
         if self._client is not None:
             self._client.loop_stop()
             self._client.disconnect()
+        if self._thread is None or not self._thread.is_alive():
+            self.assembler.discard_all()
+            for _, _, spooled, _ in self._ready.values():
+                spooled.discard()
+            self._ready.clear()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if getattr(reason_code, "is_failure", False):
@@ -247,23 +260,28 @@ class Follower:
                 log.exception("fleet follower: unexpected failure")
 
     def _handle(self, topic: str, data: bytes) -> None:
-        version, blob, problem = self.assembler.feed(topic, data)
+        version, spooled, problem = self.assembler.feed(topic, data)
         if problem:
             self._refuse(version, problem)
             return
-        if blob is None:
+        if spooled is None:
             return
-        digest = hashlib.sha256(blob).hexdigest()
+        digest = spooled.sha256  # of the whole bundle, checked against the index while it was assembled
         if version <= self.state.version and self.state.applied.get(str(version)) == digest:
+            spooled.discard()
             return  # the retained copy of a bundle this door already applied
         try:
-            header, body = bundle_mod.decode(blob, self.trusted)
+            header, offset, length = bundle_mod.decode_file(spooled.path, self.trusted)
             if header.version != version:
                 raise BundleError(f"bundle published as v{version} says it is v{header.version}")
-        except BundleError as exc:
+        except (BundleError, OSError) as exc:
+            spooled.discard()
             self._refuse(version, str(exc))
             return
-        self._ready[version] = (header, body, digest)
+        previous = self._ready.pop(version, None)
+        if previous is not None:
+            previous[2].discard()
+        self._ready[version] = (header, payload_mod.FileSlice(spooled.path, offset, length), spooled, digest)
         self._advance()
 
     def _advance(self) -> None:
@@ -271,20 +289,22 @@ class Follower:
         while True:
             current = self.state.version
             for v in [v for v in self._ready if v <= current]:
-                self._ready.pop(v)
+                self._ready.pop(v)[2].discard()
                 self._refuse(v, f"bundle v{v} is not newer than the running v{current} (replayed or stale)")
-            fulls = [v for v, (h, _, _) in self._ready.items() if h.kind == "full"]
-            chained = [v for v, (h, _, _) in self._ready.items()
+            fulls = [v for v, (h, *_) in self._ready.items() if h.kind == "full"]
+            chained = [v for v, (h, *_) in self._ready.items()
                        if h.kind == "delta" and h.base_version == current]
             pick = max(fulls) if fulls else (min(chained) if chained else None)
             if pick is None:
                 return
-            header, body, digest = self._ready.pop(pick)
+            header, body, spooled, digest = self._ready.pop(pick)
             try:
                 self.state = apply_bundle(header, body, self.gallery_path, self.models(), self.state, digest)
             except (BundleError, EdgeMfrError) as exc:
                 self._refuse(pick, str(exc))
                 continue
+            finally:
+                spooled.discard()
             log.info("fleet: applied %s bundle v%d (%d people)", header.kind, header.version, self.state.people)
             for hook in self.on_applied:
                 try:

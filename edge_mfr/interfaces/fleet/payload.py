@@ -8,13 +8,16 @@ that knows how a gallery names its models and how a person is fingerprinted for 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from edge_mfr.identity.gallery import Gallery, GalleryModelMismatch, Person, read_header
+from edge_mfr.identity.gallery import Gallery, GalleryModelMismatch, Person, read_header, read_stream
 
 
 def gallery_models(gallery: Gallery) -> dict[str, str]:
@@ -57,19 +60,58 @@ def to_bytes(source: Gallery, people: Iterable[Person]) -> bytes:
         return path.read_bytes()
 
 
-def from_bytes(data: bytes, models: dict[str, str], work_dir: Path) -> Gallery:
-    """Parse a payload with the device's own loader, refusing other embedding models.
+@dataclass(frozen=True)
+class FileSlice:
+    """``length`` bytes at ``offset`` of the file at ``path``: a verified payload inside a spooled bundle."""
 
-    ``work_dir`` is the device's state folder: the payload is parsed from a private temporary file there
-    (same file system, never world-readable) and removed again.
-    """
-    fd, name = tempfile.mkstemp(prefix=".bundle-", suffix=".npz", dir=work_dir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        gallery = Gallery.load(name, model_sha256=None, with_crops=False)
-    finally:
-        os.unlink(name)
+    path: Path
+    offset: int
+    length: int
+
+
+class _Window(io.RawIOBase):
+    """A read-only, seekable file object over one range of an open file (pread: no shared file position)."""
+
+    def __init__(self, fd: int, offset: int, length: int):
+        super().__init__()
+        self._fd, self._offset, self._length, self._pos = fd, offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        if base + pos < 0:
+            raise OSError("negative seek position")
+        self._pos = base + pos
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = max(0, min(len(buffer), self._length - self._pos))
+        if n == 0:
+            return 0
+        with memoryview(buffer) as view, view.cast("B")[:n] as out:
+            got = os.preadv(self._fd, [out], self._offset + self._pos)
+        self._pos += got
+        return got
+
+
+def load(data: bytes | FileSlice, models: dict[str, str]) -> Gallery:
+    """Parse a payload with the device's own loader (every check of a gallery file), refusing other
+    embedding models. Bytes are read in place; a FileSlice is read from its file a block at a time, so
+    only the parsed gallery is held in memory."""
+    if isinstance(data, FileSlice):
+        with open(data.path, "rb") as fh:
+            window = io.BufferedReader(_Window(fh.fileno(), data.offset, data.length), 1 << 20)
+            gallery = read_stream(window, data.path)
+    else:
+        gallery = read_stream(io.BytesIO(data), Path("<bundle payload>"))
     if gallery_models(gallery) != models:
         raise GalleryModelMismatch(
             f"bundle people were made with embedder models {gallery_models(gallery)}, this door runs "
