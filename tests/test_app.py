@@ -363,6 +363,14 @@ def test_the_gallery_is_reloaded_when_its_file_changes(tmp_path, assets):
     assert True in [s for _, s in relay_history(factory)]
 
 
+def _ticking_appliance(config, source, ticks: list[int]):
+    """An appliance on ``source`` with mock GPIO whose clock is half a second per tick of ``ticks[0]``."""
+    factory = MockFactory()
+    app = Appliance(config, source=source, pin_factory=factory, notifier=FakeNotifier(),
+                    clock=lambda: ticks[0] * 0.5)
+    return app, factory
+
+
 def test_a_slow_gallery_reload_does_not_stall_the_door_loop(tmp_path, assets):
     """Reading a changed gallery (an SVM refit in a child process: seconds on a Pi) runs beside the loop."""
     from edge_mfr.stream.sources import OpenCVSource
@@ -385,9 +393,7 @@ def test_a_slow_gallery_reload_does_not_stall_the_door_loop(tmp_path, assets):
                     app.wait_for_reload(TIMEOUT)
             return super().read()
 
-    factory = MockFactory()
-    app = Appliance(config, source=Counting(assets.eileen_clip, live=False), pin_factory=factory,
-                    notifier=FakeNotifier(), clock=lambda: ticks[0] * 0.5)
+    app, factory = _ticking_appliance(config, Counting(assets.eileen_clip, live=False), ticks)
     original, calls = app._load_identifier, [0]
 
     def slow_load():
@@ -437,9 +443,7 @@ def test_a_fleet_revoke_stops_her_at_once_and_a_reload_begun_before_it_is_not_ad
                 app.wait_for_reload(TIMEOUT)
             return super().read()
 
-    factory = MockFactory()
-    app = Appliance(config, source=Counting(assets.eileen_clip, live=False), pin_factory=factory,
-                    notifier=FakeNotifier(), clock=lambda: ticks[0] * 0.5)
+    app, factory = _ticking_appliance(config, Counting(assets.eileen_clip, live=False), ticks)
     original, calls = app._load_identifier, [0]
 
     def slow_load():
