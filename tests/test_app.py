@@ -414,8 +414,7 @@ def test_a_slow_gallery_reload_does_not_stall_the_door_loop(tmp_path, assets):
 def test_a_fleet_revoke_stops_her_at_once_and_a_reload_begun_before_it_is_not_adopted(tmp_path, assets):
     """forget_people acts on the next frame; a gallery read that started before the revoke (it still has
     her) must not bring her back when it finishes later (with thousands of people it finishes minutes later)."""
-    from edge_mfr.identity import gallery_delta
-    from edge_mfr.identity.gallery import Gallery
+    from edge_mfr.identity.gallery import Gallery, append_delta
     from edge_mfr.stream.sources import OpenCVSource
 
     config = make_config(tmp_path, "unused", gallery=assets.gallery)
@@ -432,7 +431,7 @@ def test_a_fleet_revoke_stops_her_at_once_and_a_reload_begun_before_it_is_not_ad
             if ticks[0] == 3:
                 assert read_old.wait(TIMEOUT)
                 g = Gallery.load(path)
-                gallery_delta.append(path, [], [her], g)  # the follower's revoke, on disk
+                append_delta(path, [], [her], g)  # the follower's revoke, on disk
                 app.forget_people([her])  # ... and in memory
             if ticks[0] == 5:
                 release.set()  # the stale read finishes now; the fresh one takes ten frames more

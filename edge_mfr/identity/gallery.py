@@ -48,6 +48,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from edge_mfr.errors import EnrollmentError, GalleryError
+from edge_mfr.identity import gallery_delta
 from edge_mfr.identity import gallery_fields as F
 
 log = logging.getLogger(__name__)
@@ -719,8 +720,6 @@ class Gallery:
         path = Path(path)
         if self.keep_crops and not self._crops_loaded:
             raise GalleryError(f"{path}: this gallery was loaded without its crops; saving would drop them")
-        from edge_mfr.identity import gallery_delta
-
         self.revision += 1
         header = self._encode_header()
         try:
@@ -906,8 +905,6 @@ def _read_member(zf: zipfile.ZipFile, name: str, max_bytes: int) -> np.ndarray:
 
 def read_header(path: Path) -> tuple[dict[str, Any], str]:
     """(header JSON, its gallery_delta key) without reading any templates (a fleet delta needs no more)."""
-    from edge_mfr.identity import gallery_delta
-
     try:
         with zipfile.ZipFile(path) as zf:
             raw = _read_member(zf, _HEADER_MEMBER, _MAX_HEADER_BYTES).tobytes()
@@ -923,12 +920,10 @@ def read_header(path: Path) -> tuple[dict[str, Any], str]:
 
 def _read_with_deltas(path: Path, with_crops: bool) -> Gallery:
     """_read, then the deltas written on that very file; again if a writer replaced the file meanwhile."""
-    from edge_mfr.identity import gallery_delta
-
     for _ in range(5):
         before = gallery_delta.signature(path)
         gallery = _read(path, with_crops)
-        gallery_delta.replay(gallery, path, gallery._file_key or "")
+        _replay_deltas(gallery, path, gallery._file_key or "")
         after = gallery_delta.signature(path)
         if before is not None and after is not None and before[:3] == after[:3]:
             return gallery
@@ -947,8 +942,6 @@ def read_stream(source: BinaryIO, label: Path) -> Gallery:
 def _read(path: Path, with_crops: bool, source: BinaryIO | None = None) -> Gallery:
     """Parse and validate a gallery file (or ``source``, already open); every problem becomes one
     GalleryError naming the file."""
-    from edge_mfr.identity import gallery_delta
-
     try:
         with contextlib.nullcontext(source) if source is not None else open(path, "rb") as fh:
             magic = fh.read(4)
@@ -1131,3 +1124,61 @@ def _get_crop_index(template: dict[str, Any], where: str) -> int | None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
         raise GalleryError(f"{where}: bad crop index {value!r:.40}")
     return value
+
+
+# ------------------------------------------------------------------ fleet deltas (see gallery_delta)
+
+
+def _replay_deltas(gallery: Gallery, path: Path, key: str) -> int:
+    """Apply the deltas written on the file ``key`` to ``gallery`` in order; returns how many.
+
+    A delta of other embedding models (never written by :func:`append_delta`) is refused as a corrupt gallery:
+    the door keeps its previous gallery and says why, instead of matching across embedding spaces.
+    """
+    files = gallery_delta.delta_files(path, key)
+    for _, f in files:
+        delta = _read(f, with_crops=False)
+        if _embedding_models(delta) != _embedding_models(gallery):
+            raise GalleryError(f"{f}: delta made with other embedding models than {path}")
+        for pid in sorted(delta._retired):
+            gallery._people.pop(pid, None)
+            gallery._retired.add(pid)
+        for person in delta.people:  # read without crops: one None per template, as put_person keeps them
+            gallery._people[person.person_id] = person
+            gallery._retired.discard(person.person_id)
+        gallery.updated_at = max(gallery.updated_at, delta.updated_at)
+    return len(files)
+
+
+def append_delta(path: Path, people: Sequence[Person], revoked: Sequence[str], like: Gallery) -> int:
+    """Write one delta on the current gallery file under the writer lock; returns the people count after it.
+
+    ``like`` gives the embedding models (the delta's payload); a gallery file of other models raises
+    GalleryModelMismatch and nothing is written. Only the base file's header is read, never its templates.
+    """
+    path = Path(path)
+    with _writer_lock(path, LOCK_TIMEOUT_S):
+        header, key = read_header(path)
+        base = {"model_sha256": header.get("model_sha256"), "dim": header.get("dim"),
+                "extra": [(m.get("name"), m.get("sha256"), m.get("dim")) for m in header.get("extra_models", [])]}
+        if base != _embedding_models(like):
+            raise GalleryModelMismatch(f"{path}: made with other embedding models than the delta")
+        ids = {str(e.get("person_id")) for e in header.get("people", [])}
+        files = gallery_delta.delta_files(path, key)
+        for _, f in files:
+            h, _ = read_header(f)
+            ids -= set(h.get("retired_ids", []))
+            ids |= {str(e.get("person_id")) for e in h.get("people", [])}
+        delta = Gallery.create(like.model_sha256, dim=like.dim, extra_models=like.extra_models)
+        for person in people:
+            delta.put_person(person)
+        delta._retired = set(revoked)
+        seq = files[-1][0] + 1 if files else 1
+        delta.save(path.with_name(f"{path.name}.delta.{key}.{seq:04d}"))
+    return len((ids - set(revoked)) | {p.person_id for p in people})
+
+
+def _embedding_models(g: Gallery) -> dict:
+    """What a delta and its base must share: the embedding models."""
+    return {"model_sha256": g.model_sha256, "dim": g.dim, "extra": [(m.name, m.sha256, m.dim) for m in g.extra_models]}
+

@@ -52,6 +52,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_mfr.errors import ConfigError, DuplicatePersonError, EdgeMfrError
+
 log = logging.getLogger(__name__)
 
 SIGNATURE_CONTEXT = b"edge-mfr-command-v1"
@@ -132,7 +134,6 @@ def sign_command(secret: bytes, topic: str, body: Mapping[str, Any], *, now: flo
 
 def read_secret(path: Path | str) -> bytes:
     """The shared command secret from a file (surrounding whitespace ignored); at least 16 bytes."""
-    from edge_mfr.errors import ConfigError
 
     try:
         secret = Path(path).read_bytes().strip()
@@ -448,17 +449,13 @@ class CommandHandler:
         if not isinstance(add, bool) or not isinstance(allowed, bool):
             raise _Reject("'add' and 'allowed' must be true or false")
         same_as = _text(body, "same_as", required=False, max_len=MAX_PERSON_REF)
-        different_from = body.get("different_from")
-        if different_from is None:
-            different_from = []
+        different_from = [] if body.get("different_from") is None else body["different_from"]
         if (not isinstance(different_from, list) or len(different_from) > MAX_DIFFERENT_FROM
                 or not all(isinstance(d, str) and d.strip() and len(d) <= MAX_PERSON_REF for d in different_from)):
             raise _Reject(f"'different_from' must be a list of at most {MAX_DIFFERENT_FROM} person ids or names "
                           f"(non-empty strings of at most {MAX_PERSON_REF} characters)")
         if self._enroll is None:
             raise _Reject("enroll is not available on this device", failed=True)
-        from edge_mfr.errors import DuplicatePersonError
-
         try:
             return self._call(self._enroll, name, decoded, add, allowed, same_as=same_as,
                               different_from=tuple(different_from))
@@ -472,7 +469,6 @@ class CommandHandler:
 
     @staticmethod
     def _call(fn: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        from edge_mfr.errors import DuplicatePersonError, EdgeMfrError
 
         try:
             return dict(fn(*args, **kwargs) or {})
@@ -585,7 +581,6 @@ def main(argv: Iterable[str] | None = None) -> int:
     sign.add_argument("--topic", required=True, help="e.g. edge-mfr/front-door-pi/command/unlock")
     sign.add_argument("body", nargs="?", default="{}", help="JSON object, e.g. '{\"door\": \"front\"}'")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    from edge_mfr.errors import EdgeMfrError
 
     try:
         body = json.loads(args.body)

@@ -112,7 +112,8 @@ def test_a_face_left_to_the_primary_is_held_to_the_primary_own_threshold():
     cascade or the door zone left to the primary alone must clear the primary's stranger-safe one."""
     stats = {"unmasked": {"A": (0.1, 0.1), "B": (0.0, 0.1)}, "masked": {"A": (0.2, 0.1), "B": (0.1, 0.05)}}
     fusion = Fusion(("A", "B"), stats, {"A": 1.0, "B": 1.0}, provenance={"z": 4.0},
-                    cascade={"accept": 0.7, "reject": 0.3}, thresholds={"unmasked": 0.4, "masked": 0.45, "margin": 0.05})
+                    cascade={"accept": 0.7, "reject": 0.3},
+                    thresholds={"unmasked": 0.4, "masked": 0.45, "margin": 0.05})
     assert fusion.primary_thresholds() == pytest.approx({"unmasked": 0.5, "masked": 0.6})
     clf = IdentityClassifier(Thresholds(unmasked=0.4, masked=0.45, margin=0.05)).fit(
         {"A": np.eye(4, dtype=np.float32)[[0, 1]], "B": np.eye(3, dtype=np.float32)[[0, 1]]}, np.array(["p", "q"]),

@@ -27,7 +27,7 @@ from typing import Any
 
 from edge_mfr.errors import EdgeMfrError
 from edge_mfr.identity import gallery_delta
-from edge_mfr.identity.gallery import Gallery, GalleryModelMismatch
+from edge_mfr.identity.gallery import Gallery, GalleryModelMismatch, append_delta
 from edge_mfr.interfaces.fleet import bundle as bundle_mod
 from edge_mfr.interfaces.fleet import payload as payload_mod
 from edge_mfr.interfaces.fleet import transport
@@ -167,7 +167,7 @@ def apply_bundle(header: BundleHeader, data: bytes | payload_mod.FileSlice, gall
     if (header.kind == "delta" and gallery_path.exists()
             and len(gallery_delta.delta_files(gallery_path)) < MAX_DELTA_FILES):
         try:  # checks the gallery's models from its header under the lock, then writes the small delta file
-            people = gallery_delta.append(gallery_path, incoming.people, header.revoked, incoming)
+            people = append_delta(gallery_path, incoming.people, header.revoked, incoming)
         except GalleryModelMismatch:
             raise BundleError(other) from None
     else:
