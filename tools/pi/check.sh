@@ -13,10 +13,12 @@
 #      `edge-mfr run` says why in one line
 #   3. the known-answer self-test on a Pi 4 CPU (QEMU_CPU=cortex-a72) and a Pi 5 CPU (cortex-a76); with
 #      QEMU_CPU=max (SME, which no Pi has, and which LiteRT mis-handles) `run` refuses and `doctor` fails
-#   4. `edge-mfr recognize --json` on the data set's images against this host's (x86-64) output
-#   5. `edge-mfr demo` (its decisions), and (without --quick) a subset of the non-browser tests
-#      ($EDGE_MFR_PI_TESTS: the self-test, runtime, detector, embedder, guard and source tests by default)
-#   6. with --rss: peak RSS of `edge-mfr bench` and `edge-mfr run`, qemu's own share subtracted
+#   4. `edge-mfr demo` (its decisions)
+#   5. `edge-mfr recognize --json` on the data set's images and the demo's photo, with the demo's gallery,
+#      against this host's (x86-64) output: faces, boxes, and the fused embedders' decisions and similarities
+#   6. without --quick: a subset of the non-browser tests ($EDGE_MFR_PI_TESTS: the self-test, runtime,
+#      detector, embedder, guard and source tests by default)
+#   7. with --rss: peak RSS of `edge-mfr bench` and `edge-mfr run`, qemu's own share subtracted
 # QEMU needs an ARM-looking /proc/cpuinfo for LiteRT: one is bind-mounted per CPU model.
 set -euo pipefail
 
@@ -236,23 +238,7 @@ else
 fi
 set_cpu cortex-a72
 
-# --- 4. recognize against x86-64 ---------------------------------------------------------------------
-say "recognize: emulated arm64 against this host"
-mapfile -t images < <(cd "$DATA" && find lfw mfr2 -type f \( -name '*.jpg' -o -name '*.png' \) 2>/dev/null | sort | head -12)
-(cd "$REPO" && EDGE_MFR_STATE_DIR=/nonexistent "$HOST_PY" -m edge_mfr.cli recognize --json "${images[@]/#/$DATA/}" \
-    | sed "s#$DATA/##") > "$ROOT/run/edge-mfr-check/recognize-x86.jsonl"
-in_root sh -c "cd /data && EDGE_MFR_STATE_DIR=/nonexistent $VENV/bin/edge-mfr recognize --json ${images[*]}" \
-    > "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl" 2>/dev/null || true
-if cmp -s "$ROOT/run/edge-mfr-check/recognize-x86.jsonl" "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl"; then
-    pass "recognize --json on ${#images[@]} images: byte-identical to x86-64"
-elif "$HOST_PY" "$REPO/tools/pi/compare_recognize.py" "$ROOT/run/edge-mfr-check/recognize-x86.jsonl" \
-        "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl"; then
-    pass "recognize --json on ${#images[@]} images: same faces, boxes within 1 px, scores within 0.01"
-else
-    fail "recognize differs from x86-64"
-fi
-
-# --- 5. demo and tests -------------------------------------------------------------------------------
+# --- 4. demo ----------------------------------------------------------------------------------------
 say "demo"
 if out="$(in_root sh -c "cd /tmp && EDGE_MFR_STATE_DIR=/tmp/demo-state $VENV/bin/edge-mfr demo --out /tmp/demo-out" 2>&1)" \
         && grep -q "^result: OK" <<<"$out"; then
@@ -260,6 +246,29 @@ if out="$(in_root sh -c "cd /tmp && EDGE_MFR_STATE_DIR=/tmp/demo-state $VENV/bin
 else
     fail "demo: $(tail -2 <<<"$out")"
 fi
+
+# --- 5. recognize against x86-64 ---------------------------------------------------------------------
+# With the demo's gallery, so the fused embedders' decisions and similarities are compared too (the demo's
+# photo of Eileen Collins is the one enrolled face among them).
+say "recognize: emulated arm64 against this host"
+mapfile -t images < <(cd "$DATA" && find lfw mfr2 -type f \( -name '*.jpg' -o -name '*.png' \) 2>/dev/null | sort | head -12)
+GALLERY=/tmp/demo-out/gallery.npz
+PHOTO=/tmp/demo-out/eileen_collins.png
+(cd "$REPO" && EDGE_MFR_STATE_DIR=/nonexistent "$HOST_PY" -m edge_mfr.cli recognize --json --gallery "$ROOT$GALLERY" \
+    "${images[@]/#/$DATA/}" "$ROOT$PHOTO" | sed -e "s#$DATA/##" -e "s#$ROOT/#/#") > "$ROOT/run/edge-mfr-check/recognize-x86.jsonl"
+in_root sh -c "cd /data && EDGE_MFR_STATE_DIR=/nonexistent $VENV/bin/edge-mfr recognize --json --gallery $GALLERY ${images[*]} $PHOTO" \
+    > "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl" 2>/dev/null || true
+n=$(( ${#images[@]} + 1 ))
+if cmp -s "$ROOT/run/edge-mfr-check/recognize-x86.jsonl" "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl"; then
+    pass "recognize --json on $n images with the demo's gallery: byte-identical to x86-64"
+elif out="$("$HOST_PY" "$REPO/tools/pi/compare_recognize.py" "$ROOT/run/edge-mfr-check/recognize-x86.jsonl" \
+        "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl" --summary)"; then
+    pass "recognize --json with the demo's gallery, same faces and decisions as x86-64: $(tail -1 <<<"$out")"
+else
+    fail "recognize differs from x86-64: $(head -3 <<<"$out" | tr '\n' ';')"
+fi
+
+# --- 6. tests ----------------------------------------------------------------------------------------
 if [ "$QUICK" -eq 0 ]; then
     say "tests: $TESTS"
     t=$(date +%s)
@@ -270,7 +279,7 @@ if [ "$QUICK" -eq 0 ]; then
     fi
 fi
 
-# --- 6. memory ---------------------------------------------------------------------------------------
+# --- 7. memory ---------------------------------------------------------------------------------------
 if [ "$RSS" -eq 1 ]; then
     say "peak RSS under emulation, qemu's own share subtracted"
     for what in bench run; do

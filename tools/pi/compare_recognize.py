@@ -1,15 +1,33 @@
 """Compare two `edge-mfr recognize --json` outputs (x86-64 reference, emulated arm64): same images, same
-number of faces, boxes and landmarks within 1 px, scores within 0.01. Exit 1 with the first difference."""
+number of faces, boxes and landmarks within 1 px, scores within 0.01; where the reference identified a face
+against a gallery (the fused embedders), the same decision (person, candidate, masked) and its similarity
+and margin within 0.01. Exit 1 with the first differences; with --summary, print the largest differences."""
 
 from __future__ import annotations
 
 import json
 import sys
 
+IDENTITY_SAME = ("person_id", "name", "candidate", "masked")
+IDENTITY_CLOSE = ("score", "margin")
+
 
 def load(path: str) -> list[dict]:
     with open(path) as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def _identity(where: str, ri: dict | None, gi: dict | None, score: float) -> list[str]:
+    if ri is None and gi is None:
+        return []
+    if ri is None or gi is None:
+        return [f"{where}: identity {ri} vs {gi}"]
+    out = [f"{where}: identity {k} {ri.get(k)!r} vs {gi.get(k)!r}" for k in IDENTITY_SAME if ri.get(k) != gi.get(k)]
+    for k in IDENTITY_CLOSE:
+        a, b = ri.get(k), gi.get(k)
+        if (a is None) != (b is None) or (a is not None and abs(a - b) > score):
+            out.append(f"{where}: identity {k} {a} vs {b}")
+    return out
 
 
 def differences(ref: list[dict], got: list[dict], px: float = 1.0, score: float = 0.01) -> list[str]:
@@ -28,13 +46,38 @@ def differences(ref: list[dict], got: list[dict], px: float = 1.0, score: float 
             for k, v in fr["landmarks"].items():
                 if max(abs(a - b) for a, b in zip(v, fg["landmarks"][k], strict=True)) > px:
                     out.append(f"{r['image']}: {k} {v} vs {fg['landmarks'][k]}")
+            out += _identity(r["image"], fr.get("identity"), fg.get("identity"), score)
     return out
 
 
+def summary(ref: list[dict], got: list[dict]) -> str:
+    """Faces, identified faces and the largest box/landmark (px), detection-score and similarity differences."""
+    faces = identified = 0
+    px = det = sim = 0.0
+    for r, g in zip(ref, got, strict=False):
+        for fr, fg in zip(r["faces"], g["faces"], strict=False):
+            faces += 1
+            pairs = list(zip(fr["box"], fg["box"], strict=False))
+            for k, v in fr["landmarks"].items():
+                pairs += zip(v, fg["landmarks"].get(k, v), strict=False)
+            px = max([px] + [abs(a - b) for a, b in pairs])
+            det = max(det, abs(fr["score"] - fg["score"]))
+            ri, gi = fr.get("identity"), fg.get("identity")
+            if ri and gi:
+                identified += 1
+                sim = max(sim, abs(ri["score"] - gi["score"]))
+    return (f"{len(ref)} images, {faces} faces ({identified} identified): largest differences "
+            f"{px:.1f} px, detection score {det:.4f}, similarity {sim:.4f}")
+
+
 def main(argv: list[str]) -> int:
-    diffs = differences(load(argv[1]), load(argv[2]))
+    args = [a for a in argv[1:] if a != "--summary"]
+    ref, got = load(args[0]), load(args[1])
+    diffs = differences(ref, got)
     for d in diffs[:5]:
         print(d)
+    if "--summary" in argv[1:]:
+        print(summary(ref, got))
     return 1 if diffs else 0
 
 
