@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The Raspberry Pi path, proven under emulation: a Debian Bookworm arm64 root run by qemu-user.
+# The Raspberry Pi path, proven under emulation: a Debian arm64 root run by qemu-user.
 #
-#   sudo tools/pi/check.sh [--quick] [--rss]    (needs debootstrap, qemu-user-static, binfmt_misc)
+#   sudo tools/pi/check.sh [--quick] [--rss] [--suite bookworm|trixie]
+#                                  (needs debootstrap, qemu-user-static, binfmt_misc)
 #
-# Builds the root once (debootstrap; cached in $EDGE_MFR_PI_ROOT, default ~/.cache/edge-mfr/pi-root-bookworm)
+# --suite: the Debian release of the root (Raspberry Pi OS Bookworm, the default, or Trixie). Builds the root
+# once (debootstrap; cached in $EDGE_MFR_PI_ROOT, default ~/.cache/edge-mfr/pi-root-SUITE)
 # and then, on a fresh copy of this checkout inside it:
 #   1. builds stand-in Debian packages for the Raspberry Pi repository's python3-picamera2, -libcamera,
-#      -simplejpeg (Cython compiled against the root's numpy 1.24, like the real one) and -lgpio
+#      -simplejpeg (Cython compiled against the root's numpy, 1.24 on Bookworm, like the real one) and -lgpio
 #   2. deploy/install.sh: refused on a 32-bit userland and without the Pi repository (nothing installed),
 #      then a real install with the stand-in repository: venv, unit enabled offline (chroot), no root-owned
-#      files left in the checkout, picamera2 imports in the venv; with numpy 2 it fails as on a real Pi and
-#      `edge-mfr run` says why in one line
+#      files left in the checkout, picamera2 imports in the venv; on Bookworm: with numpy 2 it fails as on a
+#      real Pi and `edge-mfr run` says why in one line (Trixie's apt numpy is 2.x: no numpy pin there)
 #   3. the known-answer self-test on a Pi 4 CPU (QEMU_CPU=cortex-a72) and a Pi 5 CPU (cortex-a76); with
 #      QEMU_CPU=max (SME, which no Pi has, and which LiteRT mis-handles) `run` refuses and `doctor` fails
 #   4. `edge-mfr demo` (its decisions)
@@ -23,7 +25,6 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-ROOT="${EDGE_MFR_PI_ROOT:-${HOME:-/root}/.cache/edge-mfr/pi-root-bookworm}"
 DATA="${EDGE_MFR_DATA:-$REPO/../shared/data}"
 MIRROR="${EDGE_MFR_PI_MIRROR:-http://deb.debian.org/debian}"
 HOST_PY="${EDGE_MFR_HOST_PYTHON:-$REPO/.venv/bin/python}"
@@ -32,14 +33,23 @@ HOST_PY="${EDGE_MFR_HOST_PYTHON:-$REPO/.venv/bin/python}"
 TESTS="${EDGE_MFR_PI_TESTS:-tests/vision/test_selftest.py tests/vision/test_runtime.py tests/vision/test_detector.py tests/vision/test_embedder.py tests/identity/test_broken_embedder_guard.py tests/stream/test_sources.py}"
 QUICK=0
 RSS=0
-for arg in "$@"; do
-    case "$arg" in
+SUITE=bookworm
+while [ "$#" -gt 0 ]; do
+    case "$1" in
         --quick) QUICK=1 ;;
         --rss) RSS=1 ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "check.sh: unknown option '$arg'" >&2; exit 2 ;;
+        --suite) [ "$#" -ge 2 ] || { echo "check.sh: --suite needs bookworm or trixie" >&2; exit 2; }; SUITE="$2"; shift ;;
+        --suite=*) SUITE="${1#--suite=}" ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "check.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
+    shift
 done
+case "$SUITE" in
+    bookworm|trixie) ;;
+    *) echo "check.sh: unknown suite '$SUITE' (bookworm or trixie)" >&2; exit 2 ;;
+esac
+ROOT="${EDGE_MFR_PI_ROOT:-${HOME:-/root}/.cache/edge-mfr/pi-root-$SUITE}"
 
 PASSED=()
 FAILED=()
@@ -65,11 +75,15 @@ if [ ! -f "$ROOT/.edge-mfr-root" ]; then
     say "building the arm64 root in $ROOT (once; minutes to tens of minutes)"
     rm -rf "$ROOT.tmp"
     mkdir -p "$(dirname "$ROOT")"
-    nice debootstrap --arch=arm64 --variant=minbase --include="$PACKAGES" bookworm "$ROOT.tmp" "$MIRROR"
-    touch "$ROOT.tmp/.edge-mfr-root"
+    nice debootstrap --arch=arm64 --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOT.tmp" "$MIRROR"
+    echo "$SUITE" > "$ROOT.tmp/.edge-mfr-root"
     rm -rf "$ROOT"
     mv "$ROOT.tmp" "$ROOT"
 fi
+
+# shellcheck disable=SC1091  # the root's own os-release
+root_suite="$(. "$ROOT/etc/os-release" && echo "${VERSION_CODENAME:-}")"
+[ "$root_suite" = "$SUITE" ] || die "$ROOT is a '$root_suite' root, not $SUITE (set EDGE_MFR_PI_ROOT per suite)"
 
 MOUNTS=()
 cleanup() {
@@ -138,6 +152,10 @@ mkdir -p "$ROOT/home/pi/edge-mfr"
 (cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -C "$ROOT/home/pi/edge-mfr" -xf -
 chown -R 1000:1000 "$ROOT/home/pi/edge-mfr"
 SRC=/home/pi/edge-mfr
+# Bookworm's apt packages with compiled numpy code need numpy 1.x in the venv (deploy/constraints-bookworm.txt,
+# which deploy/install.sh uses there too); Trixie's are built against numpy 2.
+CONSTRAINTS=()
+if [ "$SUITE" = bookworm ]; then CONSTRAINTS=(--constraint "$SRC/deploy/constraints-bookworm.txt"); fi
 
 # --- 1. stand-in packages ----------------------------------------------------------------------------
 say "stand-in Raspberry Pi packages"
@@ -195,22 +213,26 @@ else
     fail "picamera2 does not import in the installed venv (numpy $np): $(tail -1 <<<"$out")"
 fi
 
-say "the same packages under numpy 2 (what the venv had before the Bookworm constraints)"
-in_root sh -c "rm -rf /tmp/numpy2 && python3 -m venv --system-site-packages /tmp/numpy2 \
-    && /tmp/numpy2/bin/pip install -q 'numpy>=2' && echo $VENV/lib/python3.11/site-packages > /tmp/numpy2/lib/python3.11/site-packages/appliance.pth" \
-    > /dev/null 2>&1 || fail "could not make the numpy 2 venv"
-out="$(in_root env EDGE_MFR_STATE_DIR=/tmp/numpy2-state EDGE_MFR_GPIO=mock EDGE_MFR_MODELS=$VENV/share/edge-mfr/models \
-    /tmp/numpy2/bin/python -m edge_mfr.cli \
-    run --source picamera2 --max-frames 1 2>&1)" && rc=0 || rc=$?
-if [ "$rc" -ne 0 ] && grep -q "numpy.dtype size changed" <<<"$out" && grep -q "simplejpeg" <<<"$out" && ! grep -q Traceback <<<"$out"; then
-    pass "numpy 2: run refuses in one line naming simplejpeg and 'numpy.dtype size changed'"
+if [ "$SUITE" = bookworm ]; then
+    say "the same packages under numpy 2 (what the venv had before the Bookworm constraints)"
+    in_root sh -c "rm -rf /tmp/numpy2 && python3 -m venv --system-site-packages /tmp/numpy2 \
+        && /tmp/numpy2/bin/pip install -q 'numpy>=2' && echo $VENV/lib/python3.11/site-packages > /tmp/numpy2/lib/python3.11/site-packages/appliance.pth" \
+        > /dev/null 2>&1 || fail "could not make the numpy 2 venv"
+    out="$(in_root env EDGE_MFR_STATE_DIR=/tmp/numpy2-state EDGE_MFR_GPIO=mock EDGE_MFR_MODELS=$VENV/share/edge-mfr/models \
+        /tmp/numpy2/bin/python -m edge_mfr.cli \
+        run --source picamera2 --max-frames 1 2>&1)" && rc=0 || rc=$?
+    if [ "$rc" -ne 0 ] && grep -q "numpy.dtype size changed" <<<"$out" && grep -q "simplejpeg" <<<"$out" && ! grep -q Traceback <<<"$out"; then
+        pass "numpy 2: run refuses in one line naming simplejpeg and 'numpy.dtype size changed'"
+    else
+        fail "numpy 2 camera failure not reported as one line (rc $rc): $(tail -2 <<<"$out")"
+    fi
 else
-    fail "numpy 2 camera failure not reported as one line (rc $rc): $(tail -2 <<<"$out")"
+    say "numpy 2 refusal: Bookworm only ($SUITE's apt numpy is $(in_root python3 -c 'import numpy; print(numpy.__version__)'), the venv has no numpy pin)"
 fi
 
-# The rest runs the installed venv plus what the demo and tests need (same Bookworm constraints).
+# The rest runs the installed venv plus what the demo and tests need (on Bookworm: the same constraints).
 say "demo and test extras into the venv"
-in_root $VENV/bin/pip install -q --constraint "$SRC/deploy/constraints-bookworm.txt" scikit-image pytest hypothesis \
+in_root $VENV/bin/pip install -q "${CONSTRAINTS[@]}" scikit-image pytest hypothesis \
     > "$ROOT/run/edge-mfr-check/extras.log" 2>&1 || fail "installing scikit-image/pytest: $(tail -2 "$ROOT/run/edge-mfr-check/extras.log")"
 PY="$VENV/bin/python"
 
