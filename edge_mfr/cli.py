@@ -153,6 +153,7 @@ def _identify_records(pipeline, identifier, image, faces, records) -> list | Non
     for r, i in zip(records, ids, strict=True):
         r["identity"] = {"person_id": i.decision.person_id, "name": i.name, "score": round(i.decision.score, 4),
                          "margin": round(i.decision.margin, 4), "masked": i.masked,
+                         "mask_margin": round(i.mask_probability_margin, 4),  # the SVM's value: > 0 masked
                          "candidate": i.decision.candidate_id, "reason": i.decision.reason}
     return [_label(i) for i in ids]
 

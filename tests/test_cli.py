@@ -112,6 +112,11 @@ def test_enroll_people_and_recognize_round_trip(tmp_path, astronaut):
     assert listing[0]["name"] == "Eileen Collins" and listing[0]["real"] == 1
     proc = run_cli("recognize", str(photo), "--gallery", str(gallery))
     assert "-> Eileen Collins" in proc.stdout, proc.stdout
+    record = json.loads(run_cli("recognize", str(photo), "--json", "--gallery", str(gallery)).stdout)
+    ident = record["faces"][0]["identity"]
+    assert ident["name"] == "Eileen Collins" and ident["score"] > 0.9
+    # the mask SVM's signed value beside its decision (tools/pi/compare_recognize.py tells a flip at the boundary)
+    assert ident["masked"] is False and ident["mask_margin"] < 0
     assert run_cli("people", "rename", "Eileen Collins", "Eileen", "--gallery", str(gallery)).returncode == 0
     assert run_cli("people", "deny", "Eileen", "--gallery", str(gallery)).returncode == 0
     shown = json.loads(run_cli("people", "show", "Eileen", "--json", "--gallery", str(gallery)).stdout)

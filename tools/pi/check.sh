@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
-# The Raspberry Pi path, proven under emulation: a Debian Bookworm arm64 root run by qemu-user.
+# The Raspberry Pi path, proven under emulation: a Debian arm64 root run by qemu-user.
 #
-#   sudo tools/pi/check.sh [--quick] [--rss]    (needs debootstrap, qemu-user-static, binfmt_misc)
+#   sudo tools/pi/check.sh [--quick] [--rss] [--suite bookworm|trixie]
+#                                  (needs debootstrap, qemu-user-static, binfmt_misc)
 #
-# Builds the root once (debootstrap; cached in $EDGE_MFR_PI_ROOT, default ~/.cache/edge-mfr/pi-root-bookworm)
+# --suite: the Debian release of the root (Raspberry Pi OS Bookworm, the default, or Trixie). Builds the root
+# once (debootstrap; cached in $EDGE_MFR_PI_ROOT, default ~/.cache/edge-mfr/pi-root-SUITE)
 # and then, on a fresh copy of this checkout inside it:
 #   1. builds stand-in Debian packages for the Raspberry Pi repository's python3-picamera2, -libcamera,
-#      -simplejpeg (Cython compiled against the root's numpy 1.24, like the real one) and -lgpio
+#      -simplejpeg (Cython compiled against the root's numpy, 1.24 on Bookworm, like the real one) and -lgpio
 #   2. deploy/install.sh: refused on a 32-bit userland and without the Pi repository (nothing installed),
 #      then a real install with the stand-in repository: venv, unit enabled offline (chroot), no root-owned
-#      files left in the checkout, picamera2 imports in the venv; with numpy 2 it fails as on a real Pi and
-#      `edge-mfr run` says why in one line
+#      files left in the checkout, picamera2 imports in the venv; on Bookworm: with numpy 2 it fails as on a
+#      real Pi and `edge-mfr run` says why in one line (Trixie's apt numpy is 2.x: no numpy pin there)
 #   3. the known-answer self-test on a Pi 4 CPU (QEMU_CPU=cortex-a72) and a Pi 5 CPU (cortex-a76); with
 #      QEMU_CPU=max (SME, which no Pi has, and which LiteRT mis-handles) `run` refuses and `doctor` fails
-#   4. `edge-mfr recognize --json` on the data set's images against this host's (x86-64) output
-#   5. `edge-mfr demo` (its decisions), and (without --quick) a subset of the non-browser tests
-#      ($EDGE_MFR_PI_TESTS: the self-test, runtime, detector, embedder, guard and source tests by default)
-#   6. with --rss: peak RSS of `edge-mfr bench` and `edge-mfr run`, qemu's own share subtracted
+#   4. `edge-mfr demo` (its decisions)
+#   5. `edge-mfr recognize --json` on the data set's images and the demo's photo, with the demo's gallery,
+#      against this host's (x86-64) output: faces, boxes, and the fused embedders' decisions and similarities
+#   6. without --quick: a subset of the non-browser tests ($EDGE_MFR_PI_TESTS: the self-test, runtime,
+#      detector, embedder, guard and source tests by default)
+#   7. with --rss: peak RSS of `edge-mfr bench` and `edge-mfr run`, qemu's own share subtracted
 # QEMU needs an ARM-looking /proc/cpuinfo for LiteRT: one is bind-mounted per CPU model.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-ROOT="${EDGE_MFR_PI_ROOT:-${HOME:-/root}/.cache/edge-mfr/pi-root-bookworm}"
 DATA="${EDGE_MFR_DATA:-$REPO/../shared/data}"
 MIRROR="${EDGE_MFR_PI_MIRROR:-http://deb.debian.org/debian}"
 HOST_PY="${EDGE_MFR_HOST_PYTHON:-$REPO/.venv/bin/python}"
@@ -30,14 +33,23 @@ HOST_PY="${EDGE_MFR_HOST_PYTHON:-$REPO/.venv/bin/python}"
 TESTS="${EDGE_MFR_PI_TESTS:-tests/vision/test_selftest.py tests/vision/test_runtime.py tests/vision/test_detector.py tests/vision/test_embedder.py tests/identity/test_broken_embedder_guard.py tests/stream/test_sources.py}"
 QUICK=0
 RSS=0
-for arg in "$@"; do
-    case "$arg" in
+SUITE=bookworm
+while [ "$#" -gt 0 ]; do
+    case "$1" in
         --quick) QUICK=1 ;;
         --rss) RSS=1 ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "check.sh: unknown option '$arg'" >&2; exit 2 ;;
+        --suite) [ "$#" -ge 2 ] || { echo "check.sh: --suite needs bookworm or trixie" >&2; exit 2; }; SUITE="$2"; shift ;;
+        --suite=*) SUITE="${1#--suite=}" ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "check.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
+    shift
 done
+case "$SUITE" in
+    bookworm|trixie) ;;
+    *) echo "check.sh: unknown suite '$SUITE' (bookworm or trixie)" >&2; exit 2 ;;
+esac
+ROOT="${EDGE_MFR_PI_ROOT:-${HOME:-/root}/.cache/edge-mfr/pi-root-$SUITE}"
 
 PASSED=()
 FAILED=()
@@ -63,11 +75,15 @@ if [ ! -f "$ROOT/.edge-mfr-root" ]; then
     say "building the arm64 root in $ROOT (once; minutes to tens of minutes)"
     rm -rf "$ROOT.tmp"
     mkdir -p "$(dirname "$ROOT")"
-    nice debootstrap --arch=arm64 --variant=minbase --include="$PACKAGES" bookworm "$ROOT.tmp" "$MIRROR"
-    touch "$ROOT.tmp/.edge-mfr-root"
+    nice debootstrap --arch=arm64 --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOT.tmp" "$MIRROR"
+    echo "$SUITE" > "$ROOT.tmp/.edge-mfr-root"
     rm -rf "$ROOT"
     mv "$ROOT.tmp" "$ROOT"
 fi
+
+# shellcheck disable=SC1091  # the root's own os-release
+root_suite="$(. "$ROOT/etc/os-release" && echo "${VERSION_CODENAME:-}")"
+[ "$root_suite" = "$SUITE" ] || die "$ROOT is a '$root_suite' root, not $SUITE (set EDGE_MFR_PI_ROOT per suite)"
 
 MOUNTS=()
 cleanup() {
@@ -136,6 +152,10 @@ mkdir -p "$ROOT/home/pi/edge-mfr"
 (cd "$REPO" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -C "$ROOT/home/pi/edge-mfr" -xf -
 chown -R 1000:1000 "$ROOT/home/pi/edge-mfr"
 SRC=/home/pi/edge-mfr
+# Bookworm's apt packages with compiled numpy code need numpy 1.x in the venv (deploy/constraints-bookworm.txt,
+# which deploy/install.sh uses there too); Trixie's are built against numpy 2.
+CONSTRAINTS=()
+if [ "$SUITE" = bookworm ]; then CONSTRAINTS=(--constraint "$SRC/deploy/constraints-bookworm.txt"); fi
 
 # --- 1. stand-in packages ----------------------------------------------------------------------------
 say "stand-in Raspberry Pi packages"
@@ -193,22 +213,26 @@ else
     fail "picamera2 does not import in the installed venv (numpy $np): $(tail -1 <<<"$out")"
 fi
 
-say "the same packages under numpy 2 (what the venv had before the Bookworm constraints)"
-in_root sh -c "rm -rf /tmp/numpy2 && python3 -m venv --system-site-packages /tmp/numpy2 \
-    && /tmp/numpy2/bin/pip install -q 'numpy>=2' && echo $VENV/lib/python3.11/site-packages > /tmp/numpy2/lib/python3.11/site-packages/appliance.pth" \
-    > /dev/null 2>&1 || fail "could not make the numpy 2 venv"
-out="$(in_root env EDGE_MFR_STATE_DIR=/tmp/numpy2-state EDGE_MFR_GPIO=mock EDGE_MFR_MODELS=$VENV/share/edge-mfr/models \
-    /tmp/numpy2/bin/python -m edge_mfr.cli \
-    run --source picamera2 --max-frames 1 2>&1)" && rc=0 || rc=$?
-if [ "$rc" -ne 0 ] && grep -q "numpy.dtype size changed" <<<"$out" && grep -q "simplejpeg" <<<"$out" && ! grep -q Traceback <<<"$out"; then
-    pass "numpy 2: run refuses in one line naming simplejpeg and 'numpy.dtype size changed'"
+if [ "$SUITE" = bookworm ]; then
+    say "the same packages under numpy 2 (what the venv had before the Bookworm constraints)"
+    in_root sh -c "rm -rf /tmp/numpy2 && python3 -m venv --system-site-packages /tmp/numpy2 \
+        && /tmp/numpy2/bin/pip install -q 'numpy>=2' && echo $VENV/lib/python3.11/site-packages > /tmp/numpy2/lib/python3.11/site-packages/appliance.pth" \
+        > /dev/null 2>&1 || fail "could not make the numpy 2 venv"
+    out="$(in_root env EDGE_MFR_STATE_DIR=/tmp/numpy2-state EDGE_MFR_GPIO=mock EDGE_MFR_MODELS=$VENV/share/edge-mfr/models \
+        /tmp/numpy2/bin/python -m edge_mfr.cli \
+        run --source picamera2 --max-frames 1 2>&1)" && rc=0 || rc=$?
+    if [ "$rc" -ne 0 ] && grep -q "numpy.dtype size changed" <<<"$out" && grep -q "simplejpeg" <<<"$out" && ! grep -q Traceback <<<"$out"; then
+        pass "numpy 2: run refuses in one line naming simplejpeg and 'numpy.dtype size changed'"
+    else
+        fail "numpy 2 camera failure not reported as one line (rc $rc): $(tail -2 <<<"$out")"
+    fi
 else
-    fail "numpy 2 camera failure not reported as one line (rc $rc): $(tail -2 <<<"$out")"
+    say "numpy 2 refusal: Bookworm only ($SUITE's apt numpy is $(in_root python3 -c 'import numpy; print(numpy.__version__)'), the venv has no numpy pin)"
 fi
 
-# The rest runs the installed venv plus what the demo and tests need (same Bookworm constraints).
+# The rest runs the installed venv plus what the demo and tests need (on Bookworm: the same constraints).
 say "demo and test extras into the venv"
-in_root $VENV/bin/pip install -q --constraint "$SRC/deploy/constraints-bookworm.txt" scikit-image pytest hypothesis \
+in_root $VENV/bin/pip install -q "${CONSTRAINTS[@]}" scikit-image pytest hypothesis \
     > "$ROOT/run/edge-mfr-check/extras.log" 2>&1 || fail "installing scikit-image/pytest: $(tail -2 "$ROOT/run/edge-mfr-check/extras.log")"
 PY="$VENV/bin/python"
 
@@ -236,23 +260,7 @@ else
 fi
 set_cpu cortex-a72
 
-# --- 4. recognize against x86-64 ---------------------------------------------------------------------
-say "recognize: emulated arm64 against this host"
-mapfile -t images < <(cd "$DATA" && find lfw mfr2 -type f \( -name '*.jpg' -o -name '*.png' \) 2>/dev/null | sort | head -12)
-(cd "$REPO" && EDGE_MFR_STATE_DIR=/nonexistent "$HOST_PY" -m edge_mfr.cli recognize --json "${images[@]/#/$DATA/}" \
-    | sed "s#$DATA/##") > "$ROOT/run/edge-mfr-check/recognize-x86.jsonl"
-in_root sh -c "cd /data && EDGE_MFR_STATE_DIR=/nonexistent $VENV/bin/edge-mfr recognize --json ${images[*]}" \
-    > "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl" 2>/dev/null || true
-if cmp -s "$ROOT/run/edge-mfr-check/recognize-x86.jsonl" "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl"; then
-    pass "recognize --json on ${#images[@]} images: byte-identical to x86-64"
-elif "$HOST_PY" "$REPO/tools/pi/compare_recognize.py" "$ROOT/run/edge-mfr-check/recognize-x86.jsonl" \
-        "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl"; then
-    pass "recognize --json on ${#images[@]} images: same faces, boxes within 1 px, scores within 0.01"
-else
-    fail "recognize differs from x86-64"
-fi
-
-# --- 5. demo and tests -------------------------------------------------------------------------------
+# --- 4. demo ----------------------------------------------------------------------------------------
 say "demo"
 if out="$(in_root sh -c "cd /tmp && EDGE_MFR_STATE_DIR=/tmp/demo-state $VENV/bin/edge-mfr demo --out /tmp/demo-out" 2>&1)" \
         && grep -q "^result: OK" <<<"$out"; then
@@ -260,6 +268,29 @@ if out="$(in_root sh -c "cd /tmp && EDGE_MFR_STATE_DIR=/tmp/demo-state $VENV/bin
 else
     fail "demo: $(tail -2 <<<"$out")"
 fi
+
+# --- 5. recognize against x86-64 ---------------------------------------------------------------------
+# With the demo's gallery, so the fused embedders' decisions and similarities are compared too (the demo's
+# photo of Eileen Collins is the one enrolled face among them).
+say "recognize: emulated arm64 against this host"
+mapfile -t images < <(cd "$DATA" && find lfw mfr2 -type f \( -name '*.jpg' -o -name '*.png' \) 2>/dev/null | sort | head -12)
+GALLERY=/tmp/demo-out/gallery.npz
+PHOTO=/tmp/demo-out/eileen_collins.png
+(cd "$REPO" && EDGE_MFR_STATE_DIR=/nonexistent "$HOST_PY" -m edge_mfr.cli recognize --json --gallery "$ROOT$GALLERY" \
+    "${images[@]/#/$DATA/}" "$ROOT$PHOTO" | sed -e "s#$DATA/##" -e "s#$ROOT/#/#") > "$ROOT/run/edge-mfr-check/recognize-x86.jsonl"
+in_root sh -c "cd /data && EDGE_MFR_STATE_DIR=/nonexistent $VENV/bin/edge-mfr recognize --json --gallery $GALLERY ${images[*]} $PHOTO" \
+    > "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl" 2>/dev/null || true
+n=$(( ${#images[@]} + 1 ))
+if cmp -s "$ROOT/run/edge-mfr-check/recognize-x86.jsonl" "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl"; then
+    pass "recognize --json on $n images with the demo's gallery: byte-identical to x86-64"
+elif out="$("$HOST_PY" "$REPO/tools/pi/compare_recognize.py" "$ROOT/run/edge-mfr-check/recognize-x86.jsonl" \
+        "$ROOT/run/edge-mfr-check/recognize-arm64.jsonl" --summary)"; then
+    pass "recognize --json with the demo's gallery, same faces and decisions as x86-64: $(tail -1 <<<"$out")"
+else
+    fail "recognize differs from x86-64: $(head -3 <<<"$out" | tr '\n' ';')"
+fi
+
+# --- 6. tests ----------------------------------------------------------------------------------------
 if [ "$QUICK" -eq 0 ]; then
     say "tests: $TESTS"
     t=$(date +%s)
@@ -270,7 +301,7 @@ if [ "$QUICK" -eq 0 ]; then
     fi
 fi
 
-# --- 6. memory ---------------------------------------------------------------------------------------
+# --- 7. memory ---------------------------------------------------------------------------------------
 if [ "$RSS" -eq 1 ]; then
     say "peak RSS under emulation, qemu's own share subtracted"
     for what in bench run; do
