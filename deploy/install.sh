@@ -9,7 +9,8 @@
 #   1. apt: python3-venv, python3-picamera2 and python3-libcamera (the camera stack only ships as Debian
 #      packages), python3-lgpio (GPIO on every Pi model, the Pi 5 included)
 #   2. a venv at /opt/edge-mfr/venv made by /usr/bin/python3 with --system-site-packages (so picamera2,
-#      libcamera and lgpio from apt are visible in it), and this checkout installed into it as .[pi]
+#      libcamera and lgpio from apt are visible in it), and this checkout installed into it (as .[pi], which
+#      adds lgpio from PyPI, only when apt's lgpio does not import there)
 #      (from a copy in a temporary folder, so no root-owned build/ is left in the checkout); on Bookworm
 #      with deploy/constraints-bookworm.txt, which keeps numpy < 2: apt's python3-simplejpeg (imported by
 #      picamera2) is built for Bookworm's numpy 1.24 and fails under numpy 2 ("numpy.dtype size changed")
@@ -162,8 +163,15 @@ if [ "$DRY_RUN" -eq 0 ]; then
     trap 'rm -rf "$STAGE"' EXIT
     tar -C "$SRC" -cf - pyproject.toml README.md edge_mfr | tar -C "$STAGE" -xf -
 fi
+# The pin driver: apt's python3-lgpio (step 1) is visible in the venv; only where it is not does pip fetch
+# lgpio (the [pi] extra). PyPI has no lgpio wheel for every Python (none for 3.13, Trixie's), and building it
+# needs a compiler and the C library's headers.
+EXTRA="[pi]"
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import lgpio' >/dev/null 2>&1; then
+    EXTRA=""
+fi
 if ! run "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade "${CONSTRAINTS[@]}" \
-        "${STAGE}[pi]"; then
+        "${STAGE}${EXTRA}"; then
     if [ "$NEW_VENV" -eq 1 ]; then
         rm -rf "$VENV"  # made by this run a moment ago: leave nothing half-installed behind
     fi

@@ -1,1 +1,2 @@
-"""Stand-in for python3-lgpio (tools/pi/check.sh); the venv gets lgpio from PyPI too."""
+"""Stand-in for python3-lgpio (tools/pi/check.sh): importable, as apt's is, so the installer uses it and pip
+fetches no lgpio."""
