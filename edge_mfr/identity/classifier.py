@@ -93,6 +93,11 @@ class _Segments:
         return cls(order, _starts(counts), counts, top, _starts(top_counts), top_counts)
 
 
+def _people_with_real(owner: np.ndarray, synthetic: np.ndarray) -> int:
+    """How many people have a real template: the SVM is fitted (and kept) only for two or more."""
+    return len(np.unique(owner[~synthetic]))
+
+
 def _starts(counts: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
 
@@ -204,7 +209,7 @@ class IdentityClassifier:
         self._svm_w = self._svm_b = None
         self._segments = None
         real = ~self._synthetic
-        if 2 <= len(np.unique(self._owner[real])) <= self.svm_max_people:
+        if 2 <= _people_with_real(self._owner, self._synthetic) <= self.svm_max_people:
             self._svm_w, self._svm_b = load_or_fit(self._joined(self._templates)[real], self._owner[real],
                                                    len(self.ids), svm_cache, out_of_process,
                                                    self.problems)
@@ -239,7 +244,7 @@ class IdentityClassifier:
         out._segments = None
         if self._svm_w is not None and self._svm_b is not None:
             out._svm_w, out._svm_b = self._svm_w[keep_people], self._svm_b[keep_people]
-            if len(set(out._owner[~out._synthetic].tolist())) < 2:
+            if _people_with_real(out._owner, out._synthetic) < 2:
                 out._svm_w = out._svm_b = None  # as fit() leaves it for fewer than two people
         out.problems = list(self.problems)
         return out
