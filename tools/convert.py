@@ -302,12 +302,14 @@ def load_onnx(args: argparse.Namespace, shape: tuple[int, ...], faces: np.ndarra
 
 
 def load_ready_tflite(args: argparse.Namespace, shape: tuple[int, ...]) -> Source:
+    """The published file runs as the reference; the result is that file, or it rebatched (``--batch``)."""
     from tools import convert_sources as cs
 
     path = Path(args.source)
     content = cs.tflite_source_bytes(path, args.source_sha256)
+    result = content if args.batch is None else cs.rebatch_tflite(content, args.batch)
     return Source(kind="tflite", path=path, input_shape=shape, make_converter=None,
-                  run=LiteRunner(content).run, ready=content)
+                  run=LiteRunner(content).run, ready=result)
 
 
 # -------------------------------------------------------------------------------------------- samples
@@ -576,16 +578,22 @@ def batch_of(samples: np.ndarray, i: int, batch: int) -> np.ndarray:
 def verify(
     source: Source, content: bytes, samples: np.ndarray, latency_runs: int, labels: Sequence[str] | None = None
 ) -> Verification:
-    """Compare source and TFLite on every held-out sample (row 0 of each batch is that sample)."""
+    """Compare source and TFLite on every held-out sample (row 0 of each batch is that sample).
+
+    Each side gets its own batch size: a rebatched ready model runs one face where its source runs two.
+    """
     from tqdm import tqdm
 
     lite = LiteRunner(content, num_threads=1)
-    batch = source.input_shape[0]
+    source_batch = source.input_shape[0]
+    batch = int(lite.inputs[0]["shape"][0])
     result = Verification(batch=batch)
     ref_emb, lite_emb = [], []
     for i in tqdm(range(len(samples)), desc="verifying", unit="img", leave=False, file=sys.stderr):
         x = batch_of(samples, i, batch)
-        pairs = [(r[:1], t[:1]) for r, t in pair_outputs(source.run(x), lite.run(x))]
+        ref = source.run(x) if source_batch == batch else \
+            [r[:batch] for r in source.run(batch_of(samples, i, source_batch))]  # same faces first
+        pairs = [(r[:1], t[:1]) for r, t in pair_outputs(ref, lite.run(x))]
         result.cosines.append(min(cosine(r, t) for r, t in pairs))
         diffs = [float(np.max(np.abs(r - t))) for r, t in pairs]
         result.max_abs_diff = max([result.max_abs_diff, *(d if np.isfinite(d) else float("inf") for d in diffs)])
@@ -654,12 +662,18 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return raw
 
 
+# Entry keys build_entry writes only when they apply: stale values from an older entry must not survive.
+TOOL_KEYS = frozenset({"fixed_batch", "alignment", "embedding_dim"})
+
+
 def update_manifest(path: Path, name: str, entry: dict[str, Any], make_default: bool | None) -> None:
     """Merge ``entry`` into the manifest under ``name``; keys of an older entry the tool does not set
-    (such as a detector's score_threshold) and every other entry are kept."""
+    (such as a detector's score_threshold) and every other entry are kept, except the keys this tool
+    decides (``TOOL_KEYS``): one it no longer writes, such as a fixed batch after a rebatch, is dropped."""
     manifest = read_manifest(path)
     models = manifest["models"]
-    merged = {**models.get(name, {}), **entry}
+    kept = {k: v for k, v in models.get(name, {}).items() if k not in TOOL_KEYS}
+    merged = {**kept, **entry}
     if make_default is not None:
         merged["default"] = make_default
     if merged.get("default"):
@@ -741,6 +755,7 @@ def build_entry(
             "tool": "tools/convert.py",
             "source_format": source.kind,
             "quantization": "as published" if source.ready is not None else args.quant,
+            **({"rebatched": {"from": int(source.input_shape[0]), "to": args.batch}} if args.batch else {}),
             "io_type": args.io_type if args.quant == "int8" else "float",
             **tool_version,
             "calibration": {
@@ -751,7 +766,7 @@ def build_entry(
             "settings": {
                 "allow_float_ops": args.allow_float_ops,
                 "seed": args.seed,
-                "input_shape": list(source.input_shape),
+                "input_shape": [int(v) for v in runner.inputs[0]["shape"]],
             },
         },
         "verification": {
@@ -769,8 +784,9 @@ def build_entry(
         entry["alignment"] = {"template": args.align_template, "size": int(source.input_shape[1])}
     if args.role == "embedder":
         entry["embedding_dim"] = int(np.prod(runner.outputs[0]["shape"][1:]))
-    if source.input_shape[0] > 1:  # the graph hard-codes its batch: the runtime must feed exactly this many
-        entry["fixed_batch"] = int(source.input_shape[0])
+    batch = int(runner.inputs[0]["shape"][0])
+    if batch > 1:  # the graph hard-codes its batch: the runtime must feed exactly this many
+        entry["fixed_batch"] = batch
     entry.update(parse_sets(args.set))
     return entry
 
@@ -821,6 +837,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fp32 (no quantization), fp16 (fp16 weights), dynamic (int8 weights, float "
         "activations), int8 (full integer, calibrated) or none (a ready .tflite source, kept as it is) "
         "(default: int8)",
+    )
+    conv.add_argument(
+        "--batch",
+        type=int,
+        help="ready .tflite source only: rewrite a batch the graph hard-codes (input and reshapes) to this "
+        "one; verification compares it with the published graph face by face",
     )
     conv.add_argument(
         "--io-type",
@@ -939,6 +961,9 @@ def check_args(args: argparse.Namespace) -> None:
     fmt = source_format(args)
     if (fmt == "tflite") != (args.quant == "none"):
         raise UsageError("a ready .tflite source is kept as it is: it takes --quant none, and only it does")
+    if args.batch is not None and (fmt != "tflite" or args.batch < 1):
+        raise UsageError("--batch N (N >= 1) rewrites a ready .tflite source's batch; other sources take "
+                         "--input-shape")
     if args.source_sha256 and fmt != "tflite" and sha256_path(Path(args.source)) != args.source_sha256.lower():
         raise ModelError(f"{args.source}: sha256 is not the pinned {args.source_sha256[:12]}...; refusing it")
     if args.quant == "int8" and not args.calib_dir:

@@ -9,7 +9,10 @@ real aligned faces (``sample_faces``), so nothing is downloaded and its internal
 TFLite: a file that is already a TFLite model is taken as it is (no converter can take a .tflite as
 input). It must match a pinned sha256; verification then runs it on the same aligned faces (finite
 outputs, the identification check in convert.py) and records its shapes, including a batch size the
-graph hard-codes.
+graph hard-codes. One rewrite is offered (``rebatch_tflite``): a graph that hard-codes a batch larger
+than one in its input and its reshapes (MobileFaceNet: two faces per run) can be given batch one, which
+halves the work for a single face and the memory of every activation; the weights are not touched, and
+convert.py's verification compares the rewritten graph with the published one face by face.
 """
 
 from __future__ import annotations
@@ -163,6 +166,88 @@ def tflite_input_shape(content: bytes) -> tuple[int, ...]:
     if len(details) != 1 or len(details[0]["shape"]) != 4:
         raise SourceError("ready TFLite source: only single-input NHWC image models are supported")
     return tuple(int(v) for v in details[0]["shape"])
+
+
+def _schema() -> Any:
+    """The TFLite flatbuffer schema's Python bindings (shipped with ai-edge-litert, and with TensorFlow)."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        from tensorflow.lite.python import schema_py_generated as schema  # type: ignore[no-redef]
+    return schema
+
+
+def rebatch_tflite(content: bytes, batch: int) -> bytes:
+    """The same graph with its hard-coded batch replaced by ``batch``; weights and operators unchanged.
+
+    Rewritten: the leading dimension of the input and of every non-constant tensor that carries the old
+    batch, and the first entry of every RESHAPE's target shape (its constant input and its option) that
+    names the old batch. Anything else that could depend on the batch (a second input, a target shape
+    whose first entry is not the batch) is refused rather than guessed at.
+    """
+    import flatbuffers
+    import numpy as np
+
+    schema = _schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(content), 0))
+    if len(model.subgraphs) != 1 or len(model.subgraphs[0].inputs) != 1:
+        raise SourceError("--batch: only single-graph, single-input models can be rebatched")
+    graph = model.subgraphs[0]
+    old = int(graph.tensors[graph.inputs[0]].shape[0])
+    if batch < 1 or old == batch:
+        raise SourceError(f"--batch {batch}: the model's batch is already {old}" if old == batch
+                          else f"--batch {batch}: must be at least 1")
+
+    def constant(index: int) -> bool:
+        data = model.buffers[graph.tensors[index].buffer].data
+        return data is not None and len(data) > 0
+
+    reshape = schema.BuiltinOperator.RESHAPE
+    reshaped = 0
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) != reshape:
+            continue
+        options = op.builtinOptions
+        if len(op.inputs) > 1 and op.inputs[1] >= 0:
+            target = graph.tensors[op.inputs[1]]
+            if not constant(op.inputs[1]):
+                continue  # a computed shape follows the input's batch by itself
+            values = np.frombuffer(bytes(model.buffers[target.buffer].data), dtype=np.int32).copy()
+            if values.size == 0 or values[0] != old:
+                raise SourceError(f"--batch: a reshape to {values.tolist()} does not start with the batch {old}")
+            values[0] = batch
+            model.buffers[target.buffer].data = np.frombuffer(values.tobytes(), dtype=np.uint8)
+        if options is not None and getattr(options, "newShape", None) is not None and len(options.newShape):
+            new_shape = np.array(options.newShape, dtype=np.int32)
+            if new_shape[0] != old:
+                raise SourceError(f"--batch: a reshape to {new_shape.tolist()} does not start with the batch {old}")
+            new_shape[0] = batch
+            options.newShape = new_shape
+        reshaped += 1
+    for index, tensor in enumerate(graph.tensors):
+        if constant(index) or tensor.shape is None or len(tensor.shape) == 0 or int(tensor.shape[0]) != old:
+            continue
+        tensor.shape = np.array(tensor.shape, dtype=np.int32)
+        tensor.shape[0] = batch
+        if tensor.shapeSignature is not None and len(tensor.shapeSignature):
+            tensor.shapeSignature = np.array(tensor.shapeSignature, dtype=np.int32)
+            tensor.shapeSignature[0] = batch
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    out = bytes(builder.Output())
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_content=out)
+        interpreter.allocate_tensors()
+        shapes = [d["shape"] for d in interpreter.get_output_details()]
+    except Exception as exc:
+        raise SourceError(f"--batch {batch}: the rewritten graph does not load ({first_line(exc)})") from None
+    if any(int(s[0]) != batch for s in shapes if len(s)):
+        raise SourceError(f"--batch {batch}: outputs still have batch {[int(s[0]) for s in shapes]}")
+    log.info("rebatched the graph from %d to %d (%d reshape(s) rewritten)", old, batch, reshaped)
+    return out
 
 
 def temp_folder() -> tempfile.TemporaryDirectory:

