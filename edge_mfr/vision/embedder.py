@@ -3,7 +3,8 @@
 Everything that belongs to the weights comes from the model's manifest entry, never from code: the
 preprocessing (``mean``/``std``), the alignment template and crop size (``alignment``; FaceNet's entry
 predates the field and means the project's 160x160 template), and a batch the graph cannot change
-(``fixed_batch``: MobileFaceNet hard-codes 2 in a reshape, so faces go in pairs, padded with a copy).
+(``fixed_batch``: a graph that hard-codes a batch in a reshape takes faces in groups of that size, padded
+with a copy; MobileFaceNet's published batch of two is rewritten to one by tools/convert.py ``--batch 1``).
 """
 
 from __future__ import annotations
