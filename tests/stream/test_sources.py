@@ -74,6 +74,21 @@ def test_real_video_frames_size_order_and_timestamps(video):
     assert stamps[-1] == pytest.approx(count / 29.97, abs=0.1)  # its own clock, not the wall clock
 
 
+@pytest.mark.data
+def test_video_is_decoded_by_one_ffmpeg_thread_with_the_same_frames(video):
+    # OpenCV's default (a decoder thread per core) keeps a frame's buffers per thread resident and delays a
+    # live stream by as many frames; one thread must give exactly the frames the default decoder gives.
+    src = OpenCVSource(str(video))
+    default = cv2.VideoCapture(str(video))
+    with src:
+        assert src._cap is not None and src._cap.get(cv2.CAP_PROP_N_THREADS) == 1
+        for _ in range(30):
+            frame = src.read()
+            ok, bgr = default.read()
+            assert frame is not None and ok and np.array_equal(frame.image, bgr[:, :, ::-1])
+    default.release()
+
+
 def test_corrupt_and_missing_video_give_clear_errors(tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
