@@ -183,7 +183,7 @@ def gpio_mock(setting: str, environ: Mapping[str, str]) -> bool | None:
 
 
 def lock_doors(doors: list[Any]) -> list[Any]:
-    """config.DoorConfig (pydantic) -> device.lock.DoorConfig (the lock's frozen dataclass)."""
+    """config.DoorConfig (a config section) -> device.lock.DoorConfig (the lock's frozen dataclass)."""
     from dataclasses import fields as dc_fields
 
     from edge_mfr.device.lock import DoorConfig

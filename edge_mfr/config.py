@@ -1,7 +1,7 @@
-"""The appliance configuration: one pydantic model tree read from a TOML file plus environment overrides.
+"""The appliance configuration: one tree of validated sections read from a TOML file plus environment overrides.
 
 Why one strict tree: a typo in a door-lock config must stop the daemon with a message that names the key,
-not be silently ignored. Every model forbids unknown keys, every field has a description (shown by
+not be silently ignored. Every section forbids unknown keys, every field has a description (shown by
 ``edge-mfr config check`` and mirrored in ``deploy/config.example.toml``), and every default works off a Pi,
 so an empty file is a valid configuration.
 
@@ -17,7 +17,11 @@ Sources, later ones winning:
 Relative paths: ``journal.path`` and ``recognition.gallery`` are relative to ``device.state_dir``; every other
 path is relative to the folder holding the config file.
 
-Why one file: it is one model tree (sections reference each other's types and validators) and the
+The sections are declared with edge_mfr/schema.py (typed fields, bounds, validators, every problem reported at
+once): it takes the lenient spellings TOML and JSON values need (``"8883"`` for a port, ``123`` for an id),
+never a bool for a number, and never ``inf`` or ``nan`` (an infinite unlock or watchdog time would never end).
+
+Why one file: it is one section tree (sections reference each other's types and validators) and the
 loader that walks it; split, a reader could no longer see every key and its default in one place, which is
 what `config check` and deploy/config.example.toml mirror.
 """
@@ -40,21 +44,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-
 from edge_mfr.errors import ConfigError
 from edge_mfr.identity.classifier import Thresholds
 from edge_mfr.paths import state_dir as default_state_dir
+from edge_mfr.schema import After, Plain, Section, ValidationError, field, field_validator, section_validator
 from edge_mfr.vision.embedder import DEFAULT_EMBEDDERS
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-mfr/config.toml")
@@ -119,19 +112,19 @@ def _check_topic(value: str) -> str:
     return value
 
 
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+def _resolve_path(value: Path, context: Mapping[str, Any]) -> Path:
     """Relative paths are taken relative to the config file's folder (``context['config_dir']``)."""
     value = value.expanduser()
-    base = (info.context or {}).get("config_dir")
+    base = context.get("config_dir")
     if not value.is_absolute() and base is not None:
         value = Path(base) / value
     return value
 
 
-Pin = Annotated[int | str, PlainValidator(_check_pin)]
-Ident = Annotated[str, AfterValidator(_check_id)]
-TopicPrefix = Annotated[str, AfterValidator(_check_topic)]
-ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+Pin = Annotated[int | str, Plain(_check_pin)]
+Ident = Annotated[str, After(_check_id)]
+TopicPrefix = Annotated[str, After(_check_topic)]
+ConfigPath = Annotated[Path, After(_resolve_path, context=True)]
 
 
 def default_device_id() -> str:
@@ -168,48 +161,39 @@ def parse_days(text: str | list[str]) -> frozenset[int]:
 # ------------------------------------------------------------------------------------------------- sections
 
 
-class Section(BaseModel):
-    """Shared settings: unknown keys are errors; a number given where text is expected becomes text.
-
-    ``inf`` and ``nan`` are refused everywhere: an infinite unlock or watchdog time would never end.
-    """
-
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False)
-
-
 class DeviceConfig(Section):
-    id: Ident = Field(
+    id: Ident = field(
         default_factory=default_device_id, description="name of this device in MQTT topics and Home "
                                                        "Assistant (default: the hostname)")
-    state_dir: ConfigPath = Field(
+    state_dir: ConfigPath = field(
         default_factory=default_state_dir, description="folder for the gallery and journal (default: "
                                                        "$EDGE_MFR_STATE_DIR, $STATE_DIRECTORY, "
                                                        "/var/lib/edge-mfr when writable, else XDG data)")
-    gpio: Literal["auto", "mock", "real"] = Field(
+    gpio: Literal["auto", "mock", "real"] = field(
         "auto", description="GPIO for the doors: 'auto' (real on a Raspberry Pi, simulated elsewhere), 'mock' "
                             "(always simulated: no relay switches), 'real' (required; an error without it)")
 
 
 class CameraConfig(Section):
-    source: str = Field(
+    source: str = field(
         "picamera2", min_length=1, description="'picamera2', a V4L2 device '/dev/videoN', a stream URL "
                                                "(rtsp://, http://), a video file, a folder of images, or "
                                                "'synthetic' (generated test frames)")
-    width: int = Field(640, ge=64, le=4096, description="capture width in pixels")
-    height: int = Field(480, ge=64, le=4096, description="capture height in pixels")
-    fps: float = Field(15.0, gt=0, le=120, description="frames per second requested from the camera")
-    lores_width: int = Field(320, ge=64, le=4096,
+    width: int = field(640, ge=64, le=4096, description="capture width in pixels")
+    height: int = field(480, ge=64, le=4096, description="capture height in pixels")
+    fps: float = field(15.0, gt=0, le=120, description="frames per second requested from the camera")
+    lores_width: int = field(320, ge=64, le=4096,
                              description="picamera2 low-resolution stream width used for detection")
-    lores_height: int = Field(240, ge=64, le=4096,
+    lores_height: int = field(240, ge=64, le=4096,
                               description="picamera2 low-resolution stream height used for detection")
-    retry_min_seconds: float = Field(1.0, gt=0, le=3600, description="first wait before reopening a failed camera")
-    retry_max_seconds: float = Field(
+    retry_min_seconds: float = field(1.0, gt=0, le=3600, description="first wait before reopening a failed camera")
+    retry_max_seconds: float = field(
         30.0, gt=0, le=3600, description="longest wait between reopen attempts (back-off cap)")
-    door_zone: tuple[float, float, float, float] = Field(
+    door_zone: tuple[float, float, float, float] = field(
         (0.1, 0.0, 0.9, 1.0), description="where a person at the door is seen: [left, top, right, bottom] as "
                                           "fractions of the frame; only faces centred in it can open the door "
                                           "or count towards a lockout (passers-by at the edges do not)")
-    door_zone_min_face: float = Field(
+    door_zone_min_face: float = field(
         0.18, ge=0.0, le=1.0, description="the smallest face, as a fraction of the frame width, of someone "
                                           "standing at the door (0.18: about 0.8 m from a 60-degree camera); "
                                           "smaller, farther faces are shown but never count")
@@ -242,81 +226,79 @@ class CameraConfig(Section):
             return "url"
         return "path"
 
-    @model_validator(mode="after")
-    def _consistent(self) -> CameraConfig:
+    @section_validator
+    def _consistent(self) -> None:
         if self.lores_width > self.width or self.lores_height > self.height:
             raise ValueError(f"lores size {self.lores_width}x{self.lores_height} exceeds the capture size "
                              f"{self.width}x{self.height}")
         if self.retry_min_seconds > self.retry_max_seconds:
             raise ValueError("retry_min_seconds must not exceed retry_max_seconds")
-        return self
 
 
 class ModelsConfig(Section):
-    dir: ConfigPath | None = Field(None, description="folder with the TFLite models and manifest.json "
+    dir: ConfigPath | None = field(None, description="folder with the TFLite models and manifest.json "
                                                      "(default: $EDGE_MFR_MODELS or the bundled models/)")
-    detector: Literal["blazeface", "blazeface-full", "mtcnn"] = Field(
+    detector: Literal["blazeface", "blazeface-full", "mtcnn"] = field(
         "blazeface", description="face detector: blazeface (short range, door), blazeface-full (kiosk), "
                                  "mtcnn")
-    threads: int = Field(2, ge=1, le=16, description="TFLite interpreter threads per model")
+    threads: int = field(2, ge=1, le=16, description="TFLite interpreter threads per model")
 
 
 class RecognitionConfig(Section):
-    embedders: list[str] = Field(
+    embedders: list[str] = field(
         default_factory=lambda: list(DEFAULT_EMBEDDERS), min_length=1, max_length=4,
         description="embedding models (file names in models/manifest.json), FaceNet first; several are fused "
                     "(models/fusion.json must have been fitted for exactly this set, `make fusion`); the gallery "
                     "must be enrolled or re-embedded with the same set")
-    thresholds: Thresholds | None = Field(
+    thresholds: Thresholds | None = field(
         None, description="open-set operating point on the (fused) score; default: the one calibrated for the "
                           "embedder set (FaceNet alone 0.66 / 0.72 / 0.05; fused: models/fusion.json)")
-    vote_n: int = Field(
+    vote_n: int = field(
         3, ge=1, description="a track is identified when vote_n of its last vote_m frames agree")
-    vote_m: int = Field(5, ge=1, description="length of the per-track voting window in frames")
-    reembed_every: int = Field(
+    vote_m: int = field(5, ge=1, description="length of the per-track voting window in frames")
+    reembed_every: int = field(
         5, ge=1, description="re-embed a stable track only every K frames (reuse the embedding between)")
-    min_face_px: int = Field(64, ge=16, le=1024, description="ignore faces narrower than this many pixels")
-    gallery: Path | None = Field(None, description="gallery file (default: <state_dir>/gallery.npz; "
+    min_face_px: int = field(64, ge=16, le=1024, description="ignore faces narrower than this many pixels")
+    gallery: Path | None = field(None, description="gallery file (default: <state_dir>/gallery.npz; "
                                                    "relative paths are under state_dir)")
 
-    @model_validator(mode="after")
-    def _votes(self) -> RecognitionConfig:
+    @section_validator
+    def _votes(self) -> None:
         if self.vote_n > self.vote_m:
             raise ValueError(f"vote_n ({self.vote_n}) must not exceed vote_m ({self.vote_m})")
-        return self
 
 
 class DoorConfig(Section):
-    name: Ident = Field("front", description="door name used in events, MQTT topics and commands")
-    relay_pin: Pin = Field(
+    name: Ident = field("front", description="door name used in events, MQTT topics and commands")
+    relay_pin: Pin = field(
         17, description="lock relay output: BCM number or gpiozero name ('GPIO17', 'BOARD11')")
-    active_high: bool = Field(
+    active_high: bool = field(
         True, description="true when the relay unlocks on a high output; many relay boards are active-low: "
                           "check, or the door is open while idle")
-    unlock_seconds: float = Field(5.0, gt=0, le=MAX_UNLOCK_CAP_S,
+    unlock_seconds: float = field(5.0, gt=0, le=MAX_UNLOCK_CAP_S,
                                   description="how long a granted access keeps the door unlocked")
-    max_unlock_seconds: float = Field(
+    max_unlock_seconds: float = field(
         15.0, gt=0, le=MAX_UNLOCK_CAP_S,
         description="upper bound for any unlock, including remote (MQTT/kiosk) ones")
-    contact_pin: Pin | None = Field(
+    contact_pin: Pin | None = field(
         None, description="door contact input (closed = door shut); none if not wired")
-    contact_closed_is_high: bool = Field(
+    contact_closed_is_high: bool = field(
         False, description="true when the contact input reads high with the door shut (default: a switch to "
                            "ground with the pull-up on, so shut reads low)")
-    held_open_seconds: float = Field(
+    held_open_seconds: float = field(
         30.0, gt=0, le=86400, description="raise a held-open alarm after the door is open this long")
-    exit_button_pin: Pin | None = Field(None, description="request-to-exit button input; none if not wired")
-    green_led_pin: Pin | None = Field(
+    exit_button_pin: Pin | None = field(None, description="request-to-exit button input; none if not wired")
+    green_led_pin: Pin | None = field(
         None, description="green LED output (access granted); none if not wired")
-    red_led_pin: Pin | None = Field(
+    red_led_pin: Pin | None = field(
         None, description="red LED output (access denied, lockout); none if not wired")
-    buzzer_pin: Pin | None = Field(
+    buzzer_pin: Pin | None = field(
         None, description="buzzer output (denied, held-open alarm); none if not wired")
-    liveness: Literal["blink", "off"] = Field(
+    liveness: Literal["blink", "off"] = field(
         "off", description="'blink': unlock only after the recognised person blinked within "
                            "liveness_window_seconds (stops printed photos and phones showing a still, not video "
                            "replays); 'off': no liveness check")
-    liveness_window_seconds: float = Field(
+    liveness_window_seconds: float = field(
         4.0, gt=0, le=30, description="how recent the blink must be, and how long a recognised face may wait "
                                       "before its refusal is journaled")
 
@@ -325,23 +307,20 @@ class DoorConfig(Section):
         names = ("relay_pin", "contact_pin", "exit_button_pin", "green_led_pin", "red_led_pin", "buzzer_pin")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
-    @model_validator(mode="after")
-    def _durations(self) -> DoorConfig:
+    @section_validator
+    def _durations(self) -> None:
         if self.unlock_seconds > self.max_unlock_seconds:
             raise ValueError(f"unlock_seconds ({self.unlock_seconds:g}) must not exceed max_unlock_seconds "
                              f"({self.max_unlock_seconds:g})")
-        return self
 
 
 class Window(Section):
     """One weekly time window: on these days, from..to local time (to < from crosses midnight)."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    days: str | list[str] = Field(
+    days: str | list[str] = field(
         "daily", description="days such as 'mon-fri', 'sat,sun', 'mon,wed-fri', ['sat', 'sun'] or 'daily'")
-    start: str = Field("00:00", alias="from", description="start of the window, HH:MM local time")
-    end: str = Field(
+    start: str = field("00:00", alias="from", description="start of the window, HH:MM local time")
+    end: str = field(
         "24:00", alias="to", description="end of the window, HH:MM local time (24:00 = midnight)")
 
     @field_validator("days")
@@ -356,13 +335,12 @@ class Window(Section):
         _parse_hhmm(value)
         return value
 
-    @model_validator(mode="after")
-    def _not_empty(self) -> Window:
+    @section_validator
+    def _not_empty(self) -> None:
         if _parse_hhmm(self.start) == _parse_hhmm(self.end):
             raise ValueError(f"window from {self.start} to {self.end} is empty (00:00 to 24:00 is all day)")
         if _parse_hhmm(self.start) == time.max:
             raise ValueError("a window cannot start at 24:00")
-        return self
 
     def contains(self, when: datetime) -> bool:
         """Whether local time ``when`` is in this window (one crossing midnight belongs to its start day)."""
@@ -379,24 +357,24 @@ class Window(Section):
 
 
 class PolicyConfig(Section):
-    person_cooldown_seconds: float = Field(
+    person_cooldown_seconds: float = field(
         10.0, ge=0, le=86400, description="after a grant or denial, ignore the same person at the same door this long")
-    door_cooldown_seconds: float = Field(3.0, ge=0, le=86400, description="minimum time between two unlocks of a door")
-    once_per_track: bool = Field(
+    door_cooldown_seconds: float = field(3.0, ge=0, le=86400, description="minimum time between two unlocks of a door")
+    once_per_track: bool = field(
         True, description="a track (one stay in front of the camera) unlocks once; stepping away and back "
                           "again, after the person cooldown, unlocks again")
-    lockout_after_unknowns: int = Field(
+    lockout_after_unknowns: int = field(
         5, ge=0, description="lock out a door after this many unknown faces within lockout_window_seconds (0"
                              " = never)")
-    lockout_window_seconds: float = Field(60.0, gt=0, le=86400, description="window in which unknown faces are counted")
-    lockout_seconds: float = Field(300.0, ge=0, le=86400, description="how long a lockout refuses everyone")
-    schedules: dict[str, list[Window]] = Field(
+    lockout_window_seconds: float = field(60.0, gt=0, le=86400, description="window in which unknown faces are counted")
+    lockout_seconds: float = field(300.0, ge=0, le=86400, description="how long a lockout refuses everyone")
+    schedules: dict[str, list[Window]] = field(
         default_factory=dict,
         description="per-person weekly access windows, e.g. alice = [{days = 'mon-fri', from = '08:00', to = "
                     "'18:00'}]; people without an entry may enter at any time")
-    timezone: str | None = Field(
+    timezone: str | None = field(
         None, description="IANA time zone the schedules are in, e.g. 'Europe/Berlin' (default: the system's)")
-    announce_masked: bool = Field(
+    announce_masked: bool = field(
         True, description="say in events, MQTT and the kiosk whether a face wore a mask")
 
     @field_validator("timezone")
@@ -427,53 +405,53 @@ class PolicyConfig(Section):
 
 
 class JournalConfig(Section):
-    path: Path | None = Field(None, description="SQLite journal file (default: <state_dir>/journal.db; "
+    path: Path | None = field(None, description="SQLite journal file (default: <state_dir>/journal.db; "
                                                 "relative paths are under state_dir)")
-    max_rows: int = Field(
+    max_rows: int = field(
         100_000, ge=100, description="keep at most this many events; the oldest are dropped")
-    keep_days: float = Field(90.0, gt=0, le=36500, description="drop events older than this many days")
-    outbox_max_messages: int = Field(
+    keep_days: float = field(90.0, gt=0, le=36500, description="drop events older than this many days")
+    outbox_max_messages: int = field(
         10_000, ge=10, description="MQTT messages kept while the broker is unreachable; the oldest are "
                                    "dropped beyond this")
-    outbox_max_age_hours: float = Field(168.0, gt=0, le=87600, description="drop unsent MQTT messages older than this")
+    outbox_max_age_hours: float = field(168.0, gt=0, le=87600, description="drop unsent MQTT messages older than this")
 
 
 class MqttConfig(Section):
-    enabled: bool = Field(False, description="publish events and state, accept commands over MQTT")
-    host: str = Field("localhost", min_length=1, description="broker host name or address")
-    port: int = Field(1883, ge=1, le=65535, description="broker port (usually 1883, or 8883 with TLS)")
-    tls: bool = Field(False, description="connect with TLS")
-    tls_ca: ConfigPath | None = Field(None, description="CA certificate file (default: the system CAs)")
-    tls_cert: ConfigPath | None = Field(None, description="client certificate file for mutual TLS")
-    tls_key: ConfigPath | None = Field(None, description="client private key file for mutual TLS")
-    username: str | None = Field(None, description="broker user name")
-    password: str | None = Field(
+    enabled: bool = field(False, description="publish events and state, accept commands over MQTT")
+    host: str = field("localhost", min_length=1, description="broker host name or address")
+    port: int = field(1883, ge=1, le=65535, description="broker port (usually 1883, or 8883 with TLS)")
+    tls: bool = field(False, description="connect with TLS")
+    tls_ca: ConfigPath | None = field(None, description="CA certificate file (default: the system CAs)")
+    tls_cert: ConfigPath | None = field(None, description="client certificate file for mutual TLS")
+    tls_key: ConfigPath | None = field(None, description="client private key file for mutual TLS")
+    username: str | None = field(None, description="broker user name")
+    password: str | None = field(
         None, description="broker password; prefer password_file so this file can stay world-readable")
-    password_file: ConfigPath | None = Field(None, description="file holding the broker password")
-    client_id: str | None = Field(None, description="MQTT client id (default: edge-mfr-<device id>)")
-    keepalive_seconds: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval")
-    topic_prefix: TopicPrefix | None = Field(None, description="root of this device's topics "
+    password_file: ConfigPath | None = field(None, description="file holding the broker password")
+    client_id: str | None = field(None, description="MQTT client id (default: edge-mfr-<device id>)")
+    keepalive_seconds: int = field(30, ge=5, le=3600, description="MQTT keep-alive interval")
+    topic_prefix: TopicPrefix | None = field(None, description="root of this device's topics "
                                                                "(default: edge-mfr/<device id>)")
-    discovery_prefix: TopicPrefix = Field("homeassistant", description="Home Assistant MQTT discovery prefix")
-    command_secret_file: ConfigPath | None = Field(
+    discovery_prefix: TopicPrefix = field("homeassistant", description="Home Assistant MQTT discovery prefix")
+    command_secret_file: ConfigPath | None = field(
         None, description="file holding the shared secret that signs unlock commands; commands are refused "
                           "without it")
-    snapshots: bool = Field(
+    snapshots: bool = field(
         False, description="publish a JPEG of the face with each access decision on <prefix>/snapshot/<kind> "
                            "(privacy: off by default)")
-    protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version: '3.1.1' or '5'")
-    discovery: bool = Field(
+    protocol: Literal["3.1.1", "5"] = field("3.1.1", description="MQTT protocol version: '3.1.1' or '5'")
+    discovery: bool = field(
         True, description="publish Home Assistant discovery configs (lock, door, last person, fps, people)")
-    allow_unsigned_ha_unlock: bool = Field(
+    allow_unsigned_ha_unlock: bool = field(
         False, description="obey a plain UNLOCK from Home Assistant's lock entity (false: only signed unlock "
                            "commands open the door; LOCK is always obeyed)")
-    max_command_bytes: int = Field(
+    max_command_bytes: int = field(
         4096, ge=256, le=1024 * 1024, description="largest accepted command message in bytes (except enroll)")
-    max_enroll_bytes: int = Field(
+    max_enroll_bytes: int = field(
         2 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024,
         description="largest accepted enroll command in bytes (base64 photos; the broker's max_packet_size "
                     "must allow it too)")
-    command_window_seconds: float = Field(
+    command_window_seconds: float = field(
         30.0, gt=0, le=MAX_COMMAND_WINDOW_S,
         description="a signed command's ts may differ from the device clock by at most this many seconds (replay "
                     "window; keep NTP running)")
@@ -484,29 +462,28 @@ class MqttConfig(Section):
         # `protocol = 5` in TOML, or EDGE_MFR__MQTT__PROTOCOL=5 (parsed as JSON), is a number: accept it
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> MqttConfig:
+    @section_validator
+    def _consistent(self) -> None:
         if self.password is not None and self.password_file is not None:
             raise ValueError("give password or password_file, not both")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         if not self.tls and any(p is not None for p in (self.tls_ca, self.tls_cert, self.tls_key)):
             raise ValueError("TLS files are set but tls = false: set tls = true (or remove them)")
-        return self
 
 
 class KioskConfig(Section):
-    enabled: bool = Field(False, description="serve the kiosk web view (live video, events, people)")
-    bind: str = Field("127.0.0.1", description="address to listen on; keep 127.0.0.1 unless admin access is "
+    enabled: bool = field(False, description="serve the kiosk web view (live video, events, people)")
+    bind: str = field("127.0.0.1", description="address to listen on; keep 127.0.0.1 unless admin access is "
                                                "password-protected")
-    port: int = Field(8080, ge=1, le=65535, description="TCP port of the kiosk web view")
-    admin_password_file: ConfigPath | None = Field(None, description="file holding the admin password; admin "
+    port: int = field(8080, ge=1, le=65535, description="TCP port of the kiosk web view")
+    admin_password_file: ConfigPath | None = field(None, description="file holding the admin password; admin "
                                                                      "pages are disabled without it")
-    stream_fps: float = Field(5.0, gt=0, le=30, description="most frames per second sent to each live viewer "
+    stream_fps: float = field(5.0, gt=0, le=30, description="most frames per second sent to each live viewer "
                                                          "(each one is drawn and JPEG-encoded)")
-    stream_width: int = Field(640, ge=160, le=3840, description="live view width in pixels; larger frames are "
+    stream_width: int = field(640, ge=160, le=3840, description="live view width in pixels; larger frames are "
                                                                "scaled down before encoding")
-    max_upload_mb: float = Field(50.0, gt=0, le=1024, description="largest enrollment upload (photos or a video, "
+    max_upload_mb: float = field(50.0, gt=0, le=1024, description="largest enrollment upload (photos or a video, "
                                                                  "all files together) in MiB")
 
     @field_validator("bind")
@@ -521,47 +498,46 @@ class KioskConfig(Section):
 
 
 class FleetConfig(Section):
-    enabled: bool = Field(
+    enabled: bool = field(
         False, description="follow a fleet: apply signed gallery bundles published on the MQTT broker (uses the "
                            "[mqtt] broker settings; the fleet then owns this door's gallery)")
-    id: TopicPrefix = Field("site", description="fleet name; bundles for another fleet are refused")
-    public_keys: list[ConfigPath] = Field(
+    id: TopicPrefix = field("site", description="fleet name; bundles for another fleet are refused")
+    public_keys: list[ConfigPath] = field(
         default_factory=list, description="files with the fleet's public keys (fleet.pub from `edge-mfr fleet "
                                           "keygen`); only bundles signed by one of them are applied")
-    topic_root: TopicPrefix | None = Field(None, description="root of the fleet topics (default: "
+    topic_root: TopicPrefix | None = field(None, description="root of the fleet topics (default: "
                                                              "edge-mfr/fleet/<id>)")
-    chunk_kib: int = Field(128, ge=1, le=65536, description="publisher: bundle chunk size in KiB (keep below "
+    chunk_kib: int = field(128, ge=1, le=65536, description="publisher: bundle chunk size in KiB (keep below "
                                                             "the broker's message size limit)")
 
-    @model_validator(mode="after")
-    def _keys(self) -> FleetConfig:
+    @section_validator
+    def _keys(self) -> None:
         if self.enabled and not self.public_keys:
             raise ValueError("fleet.enabled needs at least one file in fleet.public_keys")
         if self.topic_root is None:
             self.topic_root = f"edge-mfr/fleet/{self.id}"
-        return self
 
 
 class Config(Section):
     """The whole appliance configuration (see deploy/config.example.toml)."""
 
-    watchdog_seconds: float = Field(
+    watchdog_seconds: float = field(
         10.0, ge=0, le=600, description="the door relocks, and systemd restarts the service, when the frame loop "
                                         "stalls this long (match WatchdogSec; below every max_unlock_seconds; "
                                         "0 disables)")
-    device: DeviceConfig = Field(default_factory=DeviceConfig, description="identity and state folder")
-    camera: CameraConfig = Field(default_factory=CameraConfig, description="frame source")
-    models: ModelsConfig = Field(default_factory=ModelsConfig, description="detector and model files")
-    recognition: RecognitionConfig = Field(default_factory=RecognitionConfig,
+    device: DeviceConfig = field(default_factory=DeviceConfig, description="identity and state folder")
+    camera: CameraConfig = field(default_factory=CameraConfig, description="frame source")
+    models: ModelsConfig = field(default_factory=ModelsConfig, description="detector and model files")
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig,
                                            description="identification thresholds, voting and gallery")
-    doors: list[DoorConfig] = Field(default_factory=lambda: [DoorConfig()],
+    doors: list[DoorConfig] = field(default_factory=lambda: [DoorConfig()],
                                     description="doors this device controls ([[doors]] tables)")
-    policy: PolicyConfig = Field(
+    policy: PolicyConfig = field(
         default_factory=PolicyConfig, description="who may enter, when, and lockouts")
-    journal: JournalConfig = Field(default_factory=JournalConfig, description="audit log and MQTT outbox")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker, topics and Home Assistant")
-    kiosk: KioskConfig = Field(default_factory=KioskConfig, description="local web view")
-    fleet: FleetConfig = Field(default_factory=FleetConfig, description="gallery shared by many doors over MQTT")
+    journal: JournalConfig = field(default_factory=JournalConfig, description="audit log and MQTT outbox")
+    mqtt: MqttConfig = field(default_factory=MqttConfig, description="MQTT broker, topics and Home Assistant")
+    kiosk: KioskConfig = field(default_factory=KioskConfig, description="local web view")
+    fleet: FleetConfig = field(default_factory=FleetConfig, description="gallery shared by many doors over MQTT")
 
     @field_validator("doors")
     @classmethod
@@ -574,15 +550,15 @@ class Config(Section):
             if door.name in names:
                 raise ValueError(f"doors[{i}] and doors[{names[door.name]}] are both named {door.name!r}")
             names[door.name] = i
-            for field, pin in door.pins().items():
-                bcm, here = pin_number(pin), f"doors[{i}].{field}"
+            for key, pin in door.pins().items():
+                bcm, here = pin_number(pin), f"doors[{i}].{key}"
                 if bcm in owners:
                     raise ValueError(f"{here} uses GPIO{bcm}, already used by {owners[bcm]}")
                 owners[bcm] = here
         return doors
 
-    @model_validator(mode="after")
-    def _watchdog_before_unlock_cap(self) -> Config:
+    @section_validator
+    def _watchdog_before_unlock_cap(self) -> None:
         """A watchdog no shorter than the unlock cap never relocks anything: the cap always ends it first."""
         if self.watchdog_seconds:
             for i, door in enumerate(self.doors):
@@ -591,10 +567,9 @@ class Config(Section):
                         f"watchdog_seconds ({self.watchdog_seconds:g}) must be below doors[{i}].max_unlock_seconds "
                         f"({door.max_unlock_seconds:g}), or a stalled frame loop could never relock the door "
                         "before the unlock cap does")
-        return self
 
-    @model_validator(mode="after")
-    def _resolve(self) -> Config:
+    @section_validator
+    def _resolve(self) -> None:
         """Fill the defaults that depend on other sections, so every consumer sees concrete values."""
         state = self.device.state_dir
         self.journal.path = state / (self.journal.path or "journal.db")
@@ -605,7 +580,6 @@ class Config(Section):
             self.mqtt.client_id = f"edge-mfr-{self.device.id}"
         if self.fleet.enabled and not self.mqtt.enabled:
             raise ValueError("fleet.enabled needs [mqtt] enabled = true (bundles arrive over the broker)")
-        return self
 
     def door(self, name: str) -> DoorConfig:
         for door in self.doors:
@@ -630,9 +604,9 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
-    """The model class inside an annotation such as ``list[DoorConfig]`` or ``dict[str, list[Window]]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+def _nested_model(annotation: Any) -> type[Section] | None:
+    """The section class inside an annotation such as ``list[DoorConfig]`` or ``dict[str, list[Window]]``."""
+    if isinstance(annotation, type) and issubclass(annotation, Section):
         return annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, dict, typing.Annotated):
         for arg in typing.get_args(annotation):
@@ -642,13 +616,13 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _keys(model: type[BaseModel]) -> dict[str, str]:
+def _keys(model: type[Section]) -> dict[str, str]:
     """Key as written in TOML -> field name."""
     return {(f.alias or name): name for name, f in model.model_fields.items()}
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
-    model: type[BaseModel] = Config
+def _model_at(loc: tuple[Any, ...]) -> type[Section]:
+    model: type[Section] = Config
     for part in loc:
         keys = _keys(model)
         if isinstance(part, str) and part in keys:
@@ -676,7 +650,7 @@ def _describe(error: Mapping[str, Any], source: str, env_names: Mapping[tuple[An
         close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
         return f"{source}: unknown key '{key}' {_table_name(parent)}{origin}; {hint}"
-    msg = str(error["msg"]).removeprefix("Value error, ")
+    msg = str(error["msg"])
     value = error.get("input")
     secret = any(w in str(p) for p in loc for w in _SECRET_WORDS)
     own_message = error["type"] in ("missing", "value_error")  # ours quote the value already

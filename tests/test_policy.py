@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from edge_mfr.policy import AccessPolicy, Observation, PolicyConfig, ScheduleWindow, observations
+from edge_mfr.schema import ValidationError
 
 MONDAY = datetime(2024, 6, 3, 12, 0)  # a Monday, noon
 

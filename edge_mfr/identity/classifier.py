@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from edge_mfr.identity.fusion import Fusion
 from edge_mfr.identity.svm import load_or_fit
+from edge_mfr.schema import Section, field
 
 TOP_K = 3
 # Galleries of more people than this are ranked by the verification score instead of the linear SVM. The
@@ -131,19 +131,18 @@ def _top_k_mean(x: np.ndarray, starts: np.ndarray, counts: np.ndarray, k: int) -
     return total / used
 
 
-class Thresholds(BaseModel):
-    """Operating point of the open-set decision (cosine similarities of L2-normalised embeddings)."""
-
-    model_config = ConfigDict(extra="forbid")
+class Thresholds(Section):
+    """Operating point of the open-set decision (cosine similarities of L2-normalised embeddings); a config
+    section too (``[recognition.thresholds]``), so unknown keys are refused."""
 
     # Defaults calibrated on strangers outside the accuracy protocol (../shared/data/mask_status: 200 bare
     # and 200 masked faces of people nobody enrolls) against a 42-person gallery: threshold = mean + z * sd
     # of the stranger-vs-person scores (unmasked 0.029 +- 0.139, masked 0.120 +- 0.131), with z = 4.57 so
     # that at most 1 in 10,000 strangers would pass for any of the 42. A door lock errs on the safe side:
     # calibrating for 1 in 1,000 (z = 4.07: 0.59 / 0.65) let 1 of 220 Glint strangers in during evaluation.
-    unmasked: float = Field(0.66, ge=-1, le=1, description="minimum similarity to accept an unmasked face")
-    masked: float = Field(0.72, ge=-1, le=1, description="minimum similarity to accept a masked face")
-    margin: float = Field(0.05, ge=0, le=2, description="minimum lead of the candidate over the runner-up person")
+    unmasked: float = field(0.66, ge=-1, le=1, description="minimum similarity to accept an unmasked face")
+    masked: float = field(0.72, ge=-1, le=1, description="minimum similarity to accept a masked face")
+    margin: float = field(0.05, ge=0, le=2, description="minimum lead of the candidate over the runner-up person")
 
 
 @dataclass(frozen=True)
