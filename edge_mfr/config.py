@@ -1,9 +1,9 @@
 """The appliance configuration: one tree of validated sections read from a TOML file plus environment overrides.
 
 Why one strict tree: a typo in a door-lock config must stop the daemon with a message that names the key,
-not be silently ignored. Every section forbids unknown keys, every field has a description (shown by
-``edge-mfr config check`` and mirrored in ``deploy/config.example.toml``), and every default works off a Pi,
-so an empty file is a valid configuration.
+not be silently ignored. Every section forbids unknown keys, every field has a description (for readers of
+this file; tests/test_config.py checks there is one), ``deploy/config.example.toml`` spells out the defaults
+(checked too), and every default works off a Pi, so an empty file is a valid configuration.
 
 Sources, later ones winning:
 
