@@ -346,7 +346,8 @@ class Appliance:
             from edge_mfr.liveness.gate import LivenessGate
             from edge_mfr.vision.eyes import EyeOpenness
 
-            eyes = EyeOpenness(num_threads=cfg.models.threads, models_dir=self.models_dir)
+            eyes = EyeOpenness(num_threads=cfg.models.threads, models_dir=self.models_dir,
+                               landmarker=self.pipeline.landmarker)
             self.liveness = LivenessGate(eyes, window_s=door_cfg.liveness_window_seconds)
         for attach in self.interfaces:  # MQTT first: its outbox takes the start-up records below
             attach(self)  # a broker or kiosk port problem is journalled; a bad secret or password file aborts

@@ -88,9 +88,21 @@ def test_liveness_off_is_todays_behaviour_and_lets_a_photo_in(tmp_path, clips):
     assert "liveness_refused" not in {e["kind"] for e in events}
 
 
-def test_blink_gate_refuses_a_photo_and_journals_why(tmp_path, clips):
+def test_blink_gate_refuses_a_photo_and_journals_why(tmp_path, clips, monkeypatch):
+    import edge_mfr.vision.runtime as runtime
+
+    loaded: list[str] = []
+    real_init = runtime.TFLiteModel.__init__
+
+    def counting_init(self, path, spec, num_threads=1):
+        loaded.append(Path(path).name)
+        real_init(self, path, spec, num_threads)
+
+    monkeypatch.setattr(runtime.TFLiteModel, "__init__", counting_init)
     app, reports, events = run(tmp_path, clips.still, clips.gallery, liveness="blink",
                                liveness_window_seconds=1.0)
+    # The gate measures eyes on the pipeline's face mesh (which aligns masked faces): one mesh in memory.
+    assert loaded.count("face_landmark.tflite") == 1 and "iris_landmark.tflite" in loaded
     assert not any(r.relays["front"] for r in reports)
     assert "access_granted" not in {e["kind"] for e in events}
     refused = [e for e in events if e["kind"] == "liveness_refused"]
