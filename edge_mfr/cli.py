@@ -20,11 +20,11 @@ import numpy as np
 from edge_mfr import __version__
 from edge_mfr.cli_eval import cmd_eval, cmd_eval_liveness
 from edge_mfr.cli_eval import selected_embedders as _embedders
+from edge_mfr.cli_eval import selected_gallery as _gallery
 from edge_mfr.errors import EdgeMfrError, ImageError, InputNotFoundError
 from edge_mfr.identity.seen import SeenTally
 from edge_mfr.interfaces.fleet import commands as fleet_commands
 from edge_mfr.native_output import native_chatter_to_log
-from edge_mfr.paths import default_gallery
 from edge_mfr.progress import Progress
 from edge_mfr.vision.samples import SAMPLE_NAME, sample_image
 
@@ -85,7 +85,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     stills = [p for p in args.paths if Path(p) not in videos]
     inputs = list(iter_inputs(stills)) if stills or not videos else []
     many = len(inputs) + len(videos) > 1
-    gallery_path = Path(args.gallery) if args.gallery else default_gallery()
+    gallery_path = _gallery(args)
     use_gallery = gallery_path.exists() and not args.no_identify
     if args.gallery and not gallery_path.exists():
         raise InputNotFoundError(f"{gallery_path}: no gallery file (enroll someone first)")
@@ -227,7 +227,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from edge_mfr.vision.pipeline import FacePipeline
 
     validate_name(args.name)  # before loading any model
-    gallery = Path(args.gallery) if args.gallery else default_gallery()
+    gallery = _gallery(args)
     options = EnrollOptions(synthetic_masks=not args.no_synthetic_masks, max_video_frames=args.max_frames,
                             crop_kind=args.crop_kind)
     pipeline = FacePipeline(detector=args.detector, num_threads=args.threads, models_dir=args.models,
@@ -274,7 +274,7 @@ def cmd_people(args: argparse.Namespace) -> int:
     from edge_mfr.identity.gallery import Gallery
     from edge_mfr.identity.people_view import people_table, person_record, person_summary
 
-    gallery_path = Path(args.gallery) if args.gallery else default_gallery()
+    gallery_path = _gallery(args)
     if args.action == "list":
         g = Gallery.load(gallery_path, None, with_crops=False) if gallery_path.exists() else None
         rows = g.summary() if g else []

@@ -1,4 +1,4 @@
-"""`edge-mfr eval` and `eval-liveness`, and the embedder-set option the commands share.
+"""`edge-mfr eval` and `eval-liveness`, and the embedder-set and gallery options the commands share.
 
 Kept apart from cli.py so the command line stays one screenful per job; cli.py registers these.
 """
@@ -21,6 +21,24 @@ def selected_embedders(args: argparse.Namespace) -> list[str] | None:
     if args.config is not None or DEFAULT_CONFIG_PATH.is_file():
         return load_config(args.config).recognition.embedders
     return None
+
+
+def selected_gallery(args: argparse.Namespace) -> Path:
+    """--gallery, else the config file's recognition.gallery (the one `run` reads), else the state folder's.
+
+    Without this, `enroll` and `people` wrote and listed the state folder's gallery even when the config
+    named another one, so a person enrolled there was never seen by the door.
+    """
+    if getattr(args, "gallery", None):
+        return Path(args.gallery)
+    from edge_mfr.config import DEFAULT_CONFIG_PATH, load_config
+    from edge_mfr.paths import default_gallery
+
+    if args.config is not None or DEFAULT_CONFIG_PATH.is_file():
+        gallery = load_config(args.config).recognition.gallery
+        assert gallery is not None  # the config fills it in from device.state_dir
+        return gallery
+    return default_gallery()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -125,6 +125,26 @@ def test_enroll_people_and_recognize_round_trip(tmp_path, astronaut):
     assert "nobody enrolled" in run_cli("people", "list", "--gallery", str(gallery)).stdout
 
 
+def test_enroll_and_people_use_the_gallery_the_config_gives_run(tmp_path, astronaut):
+    # A config that moves the state folder: enrollment must land in the gallery `run` reads, not in the
+    # environment's state folder, and `people` must list that one.
+    photo = tmp_path / "eileen.jpg"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    door_state, env_state = tmp_path / "door-state", tmp_path / "env-state"
+    config = tmp_path / "door.toml"
+    config.write_text(f'[device]\nstate_dir = "{door_state}"\n')
+    env = {"EDGE_MFR_STATE_DIR": str(env_state)}
+    proc = run_cli("--config", str(config), "enroll", "Eileen Collins", str(photo), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (door_state / "gallery.npz").is_file() and not (env_state / "gallery.npz").exists()
+    listing = run_cli("--config", str(config), "people", "list", "--json", env=env).stdout.splitlines()
+    assert [json.loads(line)["name"] for line in listing] == ["Eileen Collins"]
+    proc = run_cli("--config", str(config), "recognize", str(photo), env=env)
+    assert "-> Eileen Collins" in proc.stdout, proc.stdout
+    # Without a config the state folder's gallery is used, as before: nobody is enrolled there.
+    assert "nobody enrolled" in run_cli("people", "list", env=env).stdout
+
+
 def test_enroll_with_a_traversal_name_is_refused(tmp_path, astronaut):
     photo = tmp_path / "p.jpg"
     cv2.imwrite(str(photo), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
