@@ -8,19 +8,29 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_mfr.errors import EdgeMfrError, InputNotFoundError
+
+if TYPE_CHECKING:
+    from edge_mfr.config import Config
+
+
+def given_config(args: argparse.Namespace) -> Config | None:
+    """The config `run` would read: --config, else /etc/edge-mfr/config.toml when present; None without one."""
+    from edge_mfr.config import DEFAULT_CONFIG_PATH, load_config
+
+    if args.config is not None or DEFAULT_CONFIG_PATH.is_file():
+        return load_config(args.config)
+    return None
 
 
 def selected_embedders(args: argparse.Namespace) -> list[str] | None:
     """--embedders, else the config file's recognition.embedders, else None (the default set)."""
     if getattr(args, "embedders", None):
         return [n for n in args.embedders.split(",") if n]
-    from edge_mfr.config import DEFAULT_CONFIG_PATH, load_config
-
-    if args.config is not None or DEFAULT_CONFIG_PATH.is_file():
-        return load_config(args.config).recognition.embedders
-    return None
+    config = given_config(args)
+    return config.recognition.embedders if config is not None else None
 
 
 def selected_gallery(args: argparse.Namespace) -> Path:
@@ -31,13 +41,12 @@ def selected_gallery(args: argparse.Namespace) -> Path:
     """
     if getattr(args, "gallery", None):
         return Path(args.gallery)
-    from edge_mfr.config import DEFAULT_CONFIG_PATH, load_config
+    config = given_config(args)
+    if config is not None:
+        assert config.recognition.gallery is not None  # the config fills it in from device.state_dir
+        return config.recognition.gallery
     from edge_mfr.paths import default_gallery
 
-    if args.config is not None or DEFAULT_CONFIG_PATH.is_file():
-        gallery = load_config(args.config).recognition.gallery
-        assert gallery is not None  # the config fills it in from device.state_dir
-        return gallery
     return default_gallery()
 
 
